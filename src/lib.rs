@@ -1,0 +1,6 @@
+//! envroll rolls out Deployments, StatefulSets and DaemonSets when a ConfigMap or Secret they
+//! consume changes in a way the running process cannot see.
+
+pub mod analysis;
+pub mod hash;
+pub mod policy;

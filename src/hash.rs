@@ -1,0 +1,190 @@
+//! The canonical config hash (see `docs/hash.md` for the encoding and golden vectors).
+//!
+//! Values are reduced to per-key digests as soon as an object is seen, so nothing downstream ever
+//! holds ConfigMap or Secret data. A Secret's digests are salted with its UID: whoever can read the
+//! workload but not the Secret cannot test guesses of a low-entropy value against the annotation.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sha2::{Digest, Sha256};
+
+use crate::analysis::{SourceKind, WorkloadAnalysis};
+
+const HASH_DOMAIN: &[u8] = b"envroll.dev/config-hash/v1";
+const VALUE_DOMAIN: &[u8] = b"envroll.dev/value/v1";
+
+pub type KeyDigest = [u8; 32];
+
+/// Where a key lives in its object. ConfigMaps have both; a Secret only has `data` once the API
+/// server has merged `stringData` into it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Section {
+    Data,
+    BinaryData,
+}
+
+impl Section {
+    fn as_bytes(self) -> &'static [u8] {
+        match self {
+            Section::Data => b"data",
+            Section::BinaryData => b"binaryData",
+        }
+    }
+}
+
+/// Everything envroll keeps about one ConfigMap or Secret: 32 bytes a key, whatever the size of
+/// the values.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceDigests {
+    pub keys: BTreeMap<String, (Section, KeyDigest)>,
+}
+
+impl SourceDigests {
+    /// Digests every value. `salt` is empty for ConfigMaps and the object's UID for Secrets.
+    pub fn from_values<'a>(
+        salt: &[u8],
+        values: impl IntoIterator<Item = (&'a str, Section, &'a [u8])>,
+    ) -> Self {
+        let keys = values
+            .into_iter()
+            .map(|(key, section, value)| (key.to_string(), (section, value_digest(salt, value))))
+            .collect();
+        SourceDigests { keys }
+    }
+}
+
+/// The salt for a source's values: only Secrets need one, and their UID is something a reader of
+/// the workload does not see.
+pub fn salt_for(kind: SourceKind, uid: &str) -> &[u8] {
+    match kind {
+        SourceKind::ConfigMap => b"",
+        SourceKind::Secret => uid.as_bytes(),
+    }
+}
+
+pub fn value_digest(salt: &[u8], value: &[u8]) -> KeyDigest {
+    let mut hasher = Sha256::new();
+    field(&mut hasher, VALUE_DOMAIN);
+    field(&mut hasher, salt);
+    field(&mut hasher, value);
+    hasher.finalize().into()
+}
+
+/// Every field is length-prefixed, so no two different inputs share an encoding.
+fn field(hasher: &mut Sha256, bytes: &[u8]) {
+    hasher.update((bytes.len() as u64).to_be_bytes());
+    hasher.update(bytes);
+}
+
+/// What is known of a rollout source when the hash is computed.
+#[derive(Clone, Copy, Debug)]
+pub enum SourceState<'a> {
+    Present(&'a SourceDigests),
+    /// Missing and referenced as optional (or not referenced at all): a state of its own, so
+    /// creating or deleting the object changes the hash.
+    Missing,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct HashInput<'a> {
+    pub kind: SourceKind,
+    pub namespace: &'a str,
+    pub name: &'a str,
+    /// `None` counts every key.
+    pub keys: Option<&'a BTreeSet<String>>,
+    pub state: SourceState<'a>,
+}
+
+/// SHA-256 over the canonical encoding of the inputs, as lowercase hex. Order of the inputs does
+/// not matter.
+pub fn config_hash(inputs: &[HashInput<'_>]) -> String {
+    let mut sorted: Vec<&HashInput<'_>> = inputs.iter().collect();
+    sorted.sort_by(|a, b| (a.kind, a.namespace, a.name).cmp(&(b.kind, b.namespace, b.name)));
+    let mut hasher = Sha256::new();
+    field(&mut hasher, HASH_DOMAIN);
+    for input in sorted {
+        field(&mut hasher, b"source");
+        field(&mut hasher, input.kind.as_str().as_bytes());
+        field(&mut hasher, input.namespace.as_bytes());
+        field(&mut hasher, input.name.as_bytes());
+        match input.state {
+            SourceState::Missing => field(&mut hasher, b"missing"),
+            SourceState::Present(digests) => {
+                field(&mut hasher, b"present");
+                encode_counted_keys(&mut hasher, digests, input.keys);
+            }
+        }
+    }
+    hex::encode(hasher.finalize())
+}
+
+fn encode_counted_keys(
+    hasher: &mut Sha256,
+    digests: &SourceDigests,
+    keys: Option<&BTreeSet<String>>,
+) {
+    let Some(counted) = keys else {
+        for (key, (section, digest)) in &digests.keys {
+            encode_key(hasher, key, *section, digest);
+        }
+        return;
+    };
+    // A referenced key that does not exist yet is recorded as absent, so adding it rolls out.
+    for key in counted {
+        match digests.keys.get(key) {
+            Some((section, digest)) => encode_key(hasher, key, *section, digest),
+            None => {
+                field(hasher, b"absent-key");
+                field(hasher, key.as_bytes());
+            }
+        }
+    }
+}
+
+fn encode_key(hasher: &mut Sha256, key: &str, section: Section, digest: &KeyDigest) {
+    field(hasher, b"key");
+    field(hasher, key.as_bytes());
+    field(hasher, section.as_bytes());
+    field(hasher, digest);
+}
+
+/// Why no hash can be computed for a workload right now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MissingRequired {
+    pub sources: Vec<(SourceKind, String)>,
+}
+
+/// The config hash of a workload: its rollout sources and their counted keys. A required source
+/// that is missing blocks the hash, because new pods would fail with CreateContainerConfigError.
+pub fn workload_hash<'a>(
+    analysis: &WorkloadAnalysis,
+    digests: impl Fn(SourceKind, &str) -> Option<&'a SourceDigests>,
+) -> Result<String, MissingRequired> {
+    let mut inputs = Vec::new();
+    let mut missing = Vec::new();
+    for source in analysis.rollout_sources() {
+        let state = match digests(source.kind, &source.name) {
+            Some(found) => SourceState::Present(found),
+            None if source.optional => SourceState::Missing,
+            None => {
+                missing.push((source.kind, source.name.clone()));
+                continue;
+            }
+        };
+        inputs.push(HashInput {
+            kind: source.kind,
+            namespace: &analysis.namespace,
+            name: &source.name,
+            keys: source.keys.as_ref(),
+            state,
+        });
+    }
+    if missing.is_empty() {
+        Ok(config_hash(&inputs))
+    } else {
+        Err(MissingRequired { sources: missing })
+    }
+}
+
+#[cfg(test)]
+mod tests;
