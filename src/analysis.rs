@@ -84,6 +84,25 @@ pub struct SourceMeta {
     pub immutable: bool,
 }
 
+impl SourceMeta {
+    /// Reads an object's metadata. A malformed `envroll.dev/ignore` is returned next to a meta
+    /// that does not ignore the object, so a typo never hides a change.
+    pub fn from_object(
+        annotations: &BTreeMap<String, String>,
+        immutable: Option<bool>,
+    ) -> (Self, Option<policy::PolicyError>) {
+        let (ignore, problem) = match policy::parse_ignore(annotations) {
+            Ok(ignore) => (ignore, None),
+            Err(problem) => (false, Some(problem)),
+        };
+        let meta = SourceMeta {
+            ignore,
+            immutable: immutable.unwrap_or(false),
+        };
+        (meta, problem)
+    }
+}
+
 /// How a container consumes a source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "camelCase")]
