@@ -1,0 +1,38 @@
+# Targets for the local end-to-end control plane; included by the Makefile.
+#
+#   make e2e-components  build (once) the control-plane binaries into ~/.cache/envroll
+#   make cluster-up      start a local cluster; then: eval "$$(e2e/cluster env)"
+#   make cluster-status  show its processes and nodes
+#   make cluster-down    delete it
+#   make e2e             fresh cluster -> cargo test --test 'e2e_*' -> delete cluster
+#                        (the cluster is deleted even when the tests fail; the
+#                        tests' exit code is make's exit code)
+#
+# E2E_TESTS selects the integration-test targets (a cargo --test glob) and
+# E2E_CARGO_FLAGS adds cargo flags, e.g. make e2e E2E_CARGO_FLAGS=--release.
+
+E2E_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
+E2E_TESTS ?= e2e_*
+E2E_CARGO_FLAGS ?=
+E2E_TEST_ARGS ?=
+
+.PHONY: e2e-components cluster-up cluster-down cluster-status e2e
+
+e2e-components:
+	$(E2E_DIR)/components build
+
+cluster-up:
+	@$(E2E_DIR)/cluster up
+
+cluster-down:
+	@$(E2E_DIR)/cluster down
+
+cluster-status:
+	@$(E2E_DIR)/cluster status
+
+# Compile the tests first so a compile error does not cost a cluster start,
+# then run them against a cluster that lives only as long as the test run.
+e2e:
+	$(E2E_DIR)/components build
+	cargo test $(E2E_CARGO_FLAGS) --test '$(E2E_TESTS)' --no-run
+	$(E2E_DIR)/cluster run cargo test $(E2E_CARGO_FLAGS) --test '$(E2E_TESTS)' -- $(E2E_TEST_ARGS)
