@@ -1,7 +1,11 @@
 //! Command-line arguments.
 
-use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::time::Duration;
 
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+use crate::controller::Scope;
 use crate::explain::OutputFormat;
 
 #[derive(Debug, Parser)]
@@ -17,17 +21,147 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Show which ConfigMaps and Secrets each workload consumes, and which changes roll it out.
+    /// Run the operator.
+    Run(RunArgs),
+    /// Show which ConfigMaps and Secrets a workload consumes, and which changes roll it out:
+    /// from manifest files (-f) or from the cluster (KIND/NAME).
     Explain(ExplainArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
+    /// A workload in the cluster: deployment/NAME, statefulset/NAME or daemonset/NAME.
+    #[arg(
+        value_name = "KIND/NAME",
+        conflicts_with = "files",
+        required_unless_present = "files"
+    )]
+    pub target: Option<String>,
+
+    /// Namespace of the workload in the cluster (default: the kubeconfig context's namespace).
+    #[arg(short = 'n', long = "namespace")]
+    pub namespace: Option<String>,
+
     /// Manifest files to analyse (multi-document YAML or `kind: List`); `-` reads stdin.
-    #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
     pub files: Vec<String>,
 
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     pub output: OutputFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Watch every namespace. Ignored when --namespaces is given.
+    #[arg(long, env = "ENVROLL_WATCH_GLOBALLY", default_value_t = true, action = ArgAction::Set)]
+    pub watch_globally: bool,
+
+    /// Watch only these namespaces (comma-separated), with namespaced API calls only, so Roles
+    /// are enough.
+    #[arg(long, env = "ENVROLL_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+
+    /// Decide and report (Events, logs, metrics) but never patch a workload.
+    #[arg(long, env = "ENVROLL_DRY_RUN")]
+    pub dry_run: bool,
+
+    /// Changes to a workload's sources and template within this window give one rollout; 0
+    /// disables.
+    #[arg(long, env = "ENVROLL_DEBOUNCE", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub debounce: Duration,
+
+    /// Workloads reconciled at the same time, per kind and namespace scope: bounds the load a burst
+    /// of changes puts on the API server.
+    #[arg(long, env = "ENVROLL_CONCURRENCY", default_value_t = 8)]
+    pub concurrency: u16,
+
+    /// Address of the /metrics, /healthz and /readyz endpoints.
+    #[arg(long, env = "ENVROLL_METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
+    pub metrics_address: SocketAddr,
+
+    /// Log format.
+    #[arg(long, env = "ENVROLL_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// The namespace the operator runs in, used when neither --namespaces nor
+    /// --watch-globally=true says where to look.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub pod_namespace: Option<String>,
+
+    /// This replica's name, reported in Events.
+    #[arg(long, env = "POD_NAME", default_value = "envroll")]
+    pub identity: String,
+}
+
+impl RunArgs {
+    pub fn scope(&self) -> Result<Scope, String> {
+        let namespaces: Vec<String> = self
+            .namespaces
+            .iter()
+            .map(|ns| ns.trim().to_string())
+            .filter(|ns| !ns.is_empty())
+            .collect();
+        if !namespaces.is_empty() {
+            return Ok(Scope::Namespaces(namespaces));
+        }
+        if self.watch_globally {
+            return Ok(Scope::Cluster);
+        }
+        match &self.pod_namespace {
+            Some(own) => Ok(Scope::Namespaces(vec![own.clone()])),
+            None => Err("--watch-globally=false needs --namespaces or POD_NAMESPACE".to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        let cli = Cli::try_parse_from(["envroll", "run"].iter().chain(args)).unwrap();
+        match cli.command {
+            Command::Run(args) => args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn cluster_wide_by_default() {
+        let args = run_args(&[]);
+        assert_eq!(args.scope(), Ok(Scope::Cluster));
+        assert_eq!(args.debounce, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn namespaces_win_over_watch_globally() {
+        let args = run_args(&["--namespaces", "a, b", "--debounce", "0"]);
+        assert_eq!(
+            args.scope(),
+            Ok(Scope::Namespaces(vec!["a".into(), "b".into()]))
+        );
+        assert_eq!(args.debounce, Duration::ZERO);
+    }
+
+    #[test]
+    fn not_global_without_namespaces_needs_the_own_namespace() {
+        let args = run_args(&["--watch-globally=false", "--pod-namespace", "ops"]);
+        assert_eq!(args.scope(), Ok(Scope::Namespaces(vec!["ops".into()])));
+        let args = run_args(&["--watch-globally", "false"]);
+        assert!(args.scope().is_err());
+    }
+
+    #[test]
+    fn explain_needs_files_or_a_target() {
+        assert!(Cli::try_parse_from(["envroll", "explain"]).is_err());
+        assert!(Cli::try_parse_from(["envroll", "explain", "deploy/web", "-f", "x.yaml"]).is_err());
+        assert!(Cli::try_parse_from(["envroll", "explain", "deploy/web", "-n", "shop"]).is_ok());
+    }
 }

@@ -154,12 +154,29 @@ pub struct MissingRequired {
     pub sources: Vec<(SourceKind, String)>,
 }
 
+/// A workload's config hash, and one short hash per rollout source so a later change can be
+/// traced to the source that caused it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkloadHash {
+    pub total: String,
+    /// `Kind/name` → the first 16 hex characters of that source's own config hash.
+    pub sources: BTreeMap<String, String>,
+}
+
+/// Length of a per-source hash: 64 bits is plenty to notice a change, and keeps the baseline
+/// annotation short for workloads with many sources.
+const SOURCE_HASH_LEN: usize = 16;
+
+pub fn source_label(kind: SourceKind, name: &str) -> String {
+    format!("{kind}/{name}")
+}
+
 /// The config hash of a workload: its rollout sources and their counted keys. A required source
 /// that is missing blocks the hash, because new pods would fail with CreateContainerConfigError.
 pub fn workload_hash<'a>(
     analysis: &WorkloadAnalysis,
     digests: impl Fn(SourceKind, &str) -> Option<&'a SourceDigests>,
-) -> Result<String, MissingRequired> {
+) -> Result<WorkloadHash, MissingRequired> {
     let mut inputs = Vec::new();
     let mut missing = Vec::new();
     for source in analysis.rollout_sources() {
@@ -179,11 +196,21 @@ pub fn workload_hash<'a>(
             state,
         });
     }
-    if missing.is_empty() {
-        Ok(config_hash(&inputs))
-    } else {
-        Err(MissingRequired { sources: missing })
+    if !missing.is_empty() {
+        return Err(MissingRequired { sources: missing });
     }
+    let sources = inputs
+        .iter()
+        .map(|input| {
+            let mut own = config_hash(std::slice::from_ref(input));
+            own.truncate(SOURCE_HASH_LEN);
+            (source_label(input.kind, input.name), own)
+        })
+        .collect();
+    Ok(WorkloadHash {
+        total: config_hash(&inputs),
+        sources,
+    })
 }
 
 #[cfg(test)]

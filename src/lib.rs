@@ -3,8 +3,15 @@
 
 pub mod analysis;
 pub mod cli;
+pub mod controller;
 pub mod explain;
 pub mod hash;
+pub mod live;
 pub mod manifests;
+pub mod metrics;
 pub mod policy;
+pub mod rollout;
+pub mod server;
+pub mod store;
+pub mod telemetry;
 pub mod workload;

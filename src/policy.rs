@@ -16,22 +16,13 @@ pub const VOLUMES: &str = "envroll.dev/volumes";
 pub const IGNORE: &str = "envroll.dev/ignore";
 /// Written into the pod template: changing it is what rolls the workload out.
 pub const CONFIG_HASH: &str = "envroll.dev/config-hash";
-/// Written into the workload's own metadata: the last hash envroll acted on. Changing it never
-/// touches pods, which is why the baseline lives there and not in the template.
-pub const APPLIED_HASH: &str = "envroll.dev/applied-hash";
-/// The template's fingerprint at the time of the baseline, to tell a template edit (which rolls
-/// the pods anyway) from a config change.
-pub const APPLIED_TEMPLATE: &str = "envroll.dev/applied-template";
+/// Written into the workload's own metadata: the state envroll last acted on (see
+/// `rollout::Applied`). Changing it never touches pods, which is why the baseline lives there and
+/// not in the template.
+pub const APPLIED: &str = "envroll.dev/applied";
 
 const PREFIX: &str = "envroll.dev/";
-const WORKLOAD_ANNOTATIONS: [&str; 6] = [
-    AUTO,
-    CONFIGMAPS,
-    SECRETS,
-    VOLUMES,
-    APPLIED_HASH,
-    APPLIED_TEMPLATE,
-];
+const WORKLOAD_ANNOTATIONS: [&str; 5] = [AUTO, CONFIGMAPS, SECRETS, VOLUMES, APPLIED];
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -94,7 +85,7 @@ pub fn parse_workload_policy(annotations: &BTreeMap<String, String>) -> ParsedPo
             CONFIGMAPS => parse_name_list(key, value, &mut parsed.policy.configmaps),
             SECRETS => parse_name_list(key, value, &mut parsed.policy.secrets),
             VOLUMES => parse_volumes(key, value).map(|mode| parsed.policy.volumes = mode),
-            APPLIED_HASH | APPLIED_TEMPLATE => Ok(()),
+            APPLIED => Ok(()),
             IGNORE => Err(error(
                 key,
                 value,
@@ -275,7 +266,7 @@ mod tests {
     fn unknown_annotations_under_the_prefix_are_reported() {
         let parsed = parse_workload_policy(&annotations(&[
             ("envroll.dev/configmap", "a"),
-            (APPLIED_HASH, "abc"),
+            (APPLIED, "{}"),
         ]));
         assert_eq!(parsed.errors.len(), 1);
         assert!(parsed.errors[0]

@@ -273,6 +273,10 @@ fn workload_hash_blocks_on_a_missing_required_source_only() {
     );
     let with_settings = |_: SourceKind, name: &str| (name == "settings").then_some(&settings);
     let optional_missing = workload_hash(&analysis, with_settings).unwrap();
+    assert_eq!(
+        optional_missing.sources.keys().collect::<Vec<_>>(),
+        vec!["ConfigMap/extra", "ConfigMap/settings"]
+    );
     let extra = digests("", &[("x", "1")]);
     let with_both = |_: SourceKind, name: &str| match name {
         "settings" => Some(&settings),
@@ -351,7 +355,7 @@ proptest! {
                 "extra" => Some(&extra),
                 _ => None,
             })
-            .map(|h| h.to_string())
+            .map(|h| h.total)
             .unwrap()
         };
         let before = hash_with(&level, &other_key_value, &file_value);

@@ -1,0 +1,786 @@
+//! The operator: watches, the source store and reverse index, reconcile, patches and Events.
+//!
+//! Decisions are not made here: `analysis` says what is consumed and how, `hash` what the config
+//! hash is, `rollout` what to do about it. This module only feeds them and applies the plan.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use futures::channel::mpsc;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{self, Action};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::watcher::{self, watcher};
+use kube::runtime::{Controller, PredicateConfig, WatchStreamExt};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use tracing::{debug, error, info, warn};
+
+use crate::analysis::{SourceKind, WorkloadAnalysis, WorkloadKind};
+use crate::hash::{source_label, MissingRequired, WorkloadHash};
+use crate::metrics::Metrics;
+use crate::policy;
+use crate::rollout::{patch_body, plan, Applied, Plan, RebaselineCause};
+use crate::store::{Evaluation, ReverseIndex, SourceKey, SourceObject, SourceStore, WorkloadKey};
+use crate::workload::{namespace_or_default, Workload};
+
+/// Secrets Helm uses to store releases: large, never consumed by applications, and the reason
+/// operators that cache every Secret run out of memory. They are filtered out by the API server.
+const HELM_RELEASE_SECRETS: &str = "type!=helm.sh/release.v1";
+/// Small list pages keep the transient memory of the initial list low, whatever the Secret sizes.
+const LIST_PAGE_SIZE: u32 = 100;
+/// Level-triggered safety net: every workload is re-evaluated this often even without events.
+const RESYNC: Duration = Duration::from_secs(600);
+const FIELD_MANAGER: &str = "envroll";
+
+/// Where the operator looks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Cluster,
+    Namespaces(Vec<String>),
+}
+
+impl Scope {
+    /// `None` stands for every namespace.
+    fn namespaces(&self) -> Vec<Option<String>> {
+        match self {
+            Scope::Cluster => vec![None],
+            Scope::Namespaces(names) => names.iter().cloned().map(Some).collect(),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Scope::Cluster => "all namespaces (cluster-wide)".to_string(),
+            Scope::Namespaces(names) => format!(
+                "namespaces {} only; workloads and sources in any other namespace are ignored",
+                names.join(", ")
+            ),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub scope: Scope,
+    pub dry_run: bool,
+    pub debounce: Duration,
+    pub concurrency: u16,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("patching {workload} failed: {source}")]
+    Patch {
+        workload: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl Error {
+    /// A short, stable label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Patch { .. } => "patch",
+        }
+    }
+}
+
+/// What the operator remembers per workload between reconciles, outside the cluster.
+#[derive(Debug, Default)]
+struct Memo {
+    /// Warnings already published, so a workload is not flooded with the same Event.
+    warnings: HashSet<String>,
+    /// In dry-run mode the baseline cannot be written to the workload.
+    dry_run_baseline: Option<Applied>,
+}
+
+/// Routes reconcile requests to the controller that owns a workload's kind and namespace.
+#[derive(Default)]
+struct Triggers {
+    senders: HashMap<(WorkloadKind, Option<String>), mpsc::UnboundedSender<WorkloadKey>>,
+}
+
+impl Triggers {
+    fn open(
+        &mut self,
+        kind: WorkloadKind,
+        namespace: Option<String>,
+    ) -> mpsc::UnboundedReceiver<WorkloadKey> {
+        let (sender, receiver) = mpsc::unbounded();
+        self.senders.insert((kind, namespace), sender);
+        receiver
+    }
+
+    fn send(&self, workload: &WorkloadKey) {
+        let namespaced = (workload.kind, Some(workload.namespace.clone()));
+        let sender = self
+            .senders
+            .get(&namespaced)
+            .or_else(|| self.senders.get(&(workload.kind, None)));
+        if let Some(sender) = sender {
+            let _ = sender.unbounded_send(workload.clone());
+        }
+    }
+}
+
+/// State shared by the watchers and the reconcilers.
+pub struct Shared {
+    client: Client,
+    settings: Settings,
+    recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    store: RwLock<SourceStore>,
+    index: RwLock<ReverseIndex>,
+    triggers: RwLock<Triggers>,
+    memos: Mutex<HashMap<WorkloadKey, Memo>>,
+    /// Sources that cannot be read at all (RBAC), by kind and namespace (`None`: cluster-wide).
+    unreadable: RwLock<HashMap<(SourceKind, Option<String>), String>>,
+}
+
+impl Shared {
+    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>, identity: &str) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.to_string(),
+            instance: Some(identity.to_string()),
+        };
+        Shared {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            settings,
+            metrics,
+            store: RwLock::default(),
+            index: RwLock::default(),
+            triggers: RwLock::default(),
+            memos: Mutex::default(),
+            unreadable: RwLock::default(),
+        }
+    }
+
+    fn trigger_consumers(&self, source: &SourceKey) {
+        let consumers = self.index.read().expect("index lock").consumers(source);
+        let triggers = self.triggers.read().expect("triggers lock");
+        for workload in consumers {
+            debug!(source = ?source, workload = ?workload, "source changed, reconciling consumer");
+            triggers.send(&workload);
+        }
+    }
+
+    fn unreadable_reason(&self, kind: SourceKind, namespace: &str) -> Option<String> {
+        let unreadable = self.unreadable.read().expect("unreadable lock");
+        unreadable
+            .get(&(kind, Some(namespace.to_string())))
+            .or_else(|| unreadable.get(&(kind, None)))
+            .cloned()
+    }
+}
+
+/// Runs the operator until `shutdown` resolves. Sources are fully listed before any workload is
+/// reconciled, so a restart never mistakes a not-yet-seen object for a missing one.
+pub async fn run(shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
+    info!(scope = %shared.settings.scope.describe(), dry_run = shared.settings.dry_run, "envroll watching");
+    let mut ready = Vec::new();
+    let mut tasks = Vec::new();
+    for namespace in shared.settings.scope.namespaces() {
+        let (config_maps, secrets) = (
+            api_for::<ConfigMap>(&shared.client, &namespace),
+            api_for::<Secret>(&shared.client, &namespace),
+        );
+        let config_map_watch = watcher::Config::default().page_size(LIST_PAGE_SIZE);
+        let secret_watch = config_map_watch.clone().fields(HELM_RELEASE_SECRETS);
+        for (task, done) in [
+            spawn_source_watch(
+                config_maps,
+                config_map_watch,
+                namespace.clone(),
+                shared.clone(),
+            ),
+            spawn_source_watch(secrets, secret_watch, namespace.clone(), shared.clone()),
+        ] {
+            tasks.push(task);
+            ready.push(done);
+        }
+    }
+    for done in ready {
+        let _ = done.await;
+    }
+    info!(
+        sources = shared.store.read().expect("store lock").len(),
+        "initial list of ConfigMaps and Secrets complete; reconciling workloads"
+    );
+    let mut controllers = Vec::new();
+    for namespace in shared.settings.scope.namespaces() {
+        controllers.push(tokio::spawn(run_controller::<Deployment>(
+            shared.clone(),
+            namespace.clone(),
+            shutdown.clone(),
+        )));
+        controllers.push(tokio::spawn(run_controller::<StatefulSet>(
+            shared.clone(),
+            namespace.clone(),
+            shutdown.clone(),
+        )));
+        controllers.push(tokio::spawn(run_controller::<DaemonSet>(
+            shared.clone(),
+            namespace.clone(),
+            shutdown.clone(),
+        )));
+    }
+    shared.metrics.set_ready(true);
+    for controller in controllers {
+        let _ = controller.await;
+    }
+    for task in tasks {
+        task.abort();
+    }
+}
+
+fn api_for<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn spawn_source_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    namespace: Option<String>,
+    shared: Arc<Shared>,
+) -> (
+    tokio::task::JoinHandle<()>,
+    tokio::sync::oneshot::Receiver<()>,
+)
+where
+    K: SourceObject
+        + Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + 'static,
+{
+    let (ready, done) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(watch_sources(api, config, namespace, shared, ready));
+    (task, done)
+}
+
+/// Keeps the source store in step with one watch, and triggers the consumers of every source
+/// whose digests or metadata really changed.
+async fn watch_sources<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    namespace: Option<String>,
+    shared: Arc<Shared>,
+    ready: tokio::sync::oneshot::Sender<()>,
+) where
+    K: SourceObject
+        + Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + 'static,
+{
+    let scope_name = namespace.clone().unwrap_or_else(|| "all namespaces".into());
+    let mut ready = Some(ready);
+    let mut listed: Option<HashSet<SourceKey>> = None;
+    let mut events = watcher(api, config).default_backoff().boxed();
+    while let Some(event) = events.next().await {
+        let event = match event {
+            Ok(event) => event,
+            Err(problem) => {
+                shared.metrics.watch_error(K::KIND.as_str());
+                if is_forbidden(&problem) {
+                    let message = format!(
+                        "cannot list {}s in {scope_name}: forbidden by RBAC",
+                        K::KIND
+                    );
+                    error!(kind = %K::KIND, namespace = %scope_name, "{message}");
+                    shared
+                        .unreadable
+                        .write()
+                        .expect("unreadable lock")
+                        .insert((K::KIND, namespace.clone()), message);
+                    // Start anyway: workloads that need these sources get a Warning Event.
+                    if let Some(ready) = ready.take() {
+                        let _ = ready.send(());
+                    }
+                } else {
+                    warn!(kind = %K::KIND, namespace = %scope_name, error = %problem, "watch failed; retrying");
+                }
+                continue;
+            }
+        };
+        shared.metrics.watch_event(K::KIND.as_str());
+        let changed: Vec<SourceKey> = match event {
+            watcher::Event::Init => {
+                listed = Some(HashSet::new());
+                Vec::new()
+            }
+            watcher::Event::InitApply(object) | watcher::Event::Apply(object) => {
+                let (key, record) = object.into_record();
+                if let Some(listed) = listed.as_mut() {
+                    listed.insert(key.clone());
+                }
+                let changed = shared
+                    .store
+                    .write()
+                    .expect("store lock")
+                    .upsert(key.clone(), record);
+                if changed {
+                    vec![key]
+                } else {
+                    Vec::new()
+                }
+            }
+            watcher::Event::Delete(object) => {
+                let (key, _) = object.into_record();
+                let removed = shared.store.write().expect("store lock").remove(&key);
+                if removed {
+                    vec![key]
+                } else {
+                    Vec::new()
+                }
+            }
+            watcher::Event::InitDone => {
+                let listed = listed.take().unwrap_or_default();
+                let gone = shared.store.write().expect("store lock").retain_listed(
+                    K::KIND,
+                    namespace.as_deref(),
+                    &listed,
+                );
+                shared
+                    .unreadable
+                    .write()
+                    .expect("unreadable lock")
+                    .remove(&(K::KIND, namespace.clone()));
+                if let Some(ready) = ready.take() {
+                    info!(kind = %K::KIND, namespace = %scope_name, objects = listed.len(), "listed");
+                    let _ = ready.send(());
+                }
+                gone
+            }
+        };
+        for key in &changed {
+            shared.trigger_consumers(key);
+        }
+        let store = shared.store.read().expect("store lock");
+        shared.metrics.set_tracked_sources(store.len());
+    }
+}
+
+fn is_forbidden(problem: &watcher::Error) -> bool {
+    match problem {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => status.code == 403,
+        watcher::Error::WatchError(status) => status.code == 403,
+        _ => false,
+    }
+}
+
+/// What triggers a reconcile from the workload's own watch: spec changes (generation) and
+/// annotation changes. Status updates during a rollout do not, which keeps the debounce from
+/// being pushed back by the rollout envroll itself caused.
+fn relevant_change<W: Resource>(workload: &W) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    workload.meta().generation.hash(&mut hasher);
+    workload.meta().annotations.hash(&mut hasher);
+    workload.meta().uid.hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+async fn run_controller<W: Workload>(
+    shared: Arc<Shared>,
+    namespace: Option<String>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let triggers = shared
+        .triggers
+        .write()
+        .expect("triggers lock")
+        .open(W::KIND, namespace.clone());
+    let api = api_for::<W>(&shared.client, &namespace);
+    let (reader, writer) = reflector::store::<W>();
+    let forget = shared.clone();
+    let workloads = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .inspect(move |event| {
+            if let Ok(watcher::Event::Delete(workload)) = event {
+                forget.forget(&workload_key(workload));
+            }
+        })
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(relevant_change::<W>, PredicateConfig::default());
+    let requests =
+        triggers.map(|key: WorkloadKey| ObjectRef::<W>::new(&key.name).within(&key.namespace));
+    let config = controller::Config::default()
+        .debounce(shared.settings.debounce)
+        .concurrency(shared.settings.concurrency);
+    let on_result = shared.clone();
+    Controller::for_stream(workloads, reader)
+        .reconcile_on(requests)
+        .with_config(config)
+        .graceful_shutdown_on(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .run(reconcile::<W>, error_policy::<W>, shared)
+        .for_each(move |result| {
+            if let Err(controller::Error::ObjectNotFound(object)) = &result {
+                // A trigger for a workload deleted while its watch was down.
+                on_result.forget(&WorkloadKey {
+                    kind: W::KIND,
+                    namespace: object.namespace.clone().unwrap_or_default(),
+                    name: object.name.clone(),
+                });
+            }
+            futures::future::ready(())
+        })
+        .await;
+}
+
+fn workload_key<W: Workload>(workload: &W) -> WorkloadKey {
+    WorkloadKey {
+        kind: W::KIND,
+        namespace: namespace_or_default(workload.namespace()),
+        name: workload.name_any(),
+    }
+}
+
+impl Shared {
+    fn forget(&self, workload: &WorkloadKey) {
+        self.index.write().expect("index lock").remove(workload);
+        self.memos.lock().expect("memo lock").remove(workload);
+        self.metrics.set_managed_workloads(self.count_managed());
+    }
+
+    fn count_managed(&self) -> usize {
+        self.index.read().expect("index lock").workloads().count()
+    }
+}
+
+fn error_policy<W: Workload>(workload: Arc<W>, error: &Error, shared: Arc<Shared>) -> Action {
+    shared.metrics.reconcile_error(error.metric_label());
+    warn!(workload = %describe(&workload_key(&*workload)), %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+fn describe(workload: &WorkloadKey) -> String {
+    format!("{} {}/{}", workload.kind, workload.namespace, workload.name)
+}
+
+/// One problem worth a Warning Event, with the Event's reason.
+struct Warning {
+    reason: &'static str,
+    message: String,
+}
+
+/// Everything read from the store for one reconcile, taken under one lock.
+struct Assessment {
+    analysis: WorkloadAnalysis,
+    hash: Result<WorkloadHash, MissingRequired>,
+    warnings: Vec<Warning>,
+}
+
+fn assess<W: Workload>(workload: &W, shared: &Shared) -> Assessment {
+    let store = shared.store.read().expect("store lock");
+    let namespace = namespace_or_default(workload.namespace());
+    let Evaluation { analysis, hash } = store.evaluate(workload);
+    let mut warnings: Vec<Warning> = analysis
+        .warnings
+        .iter()
+        .map(|message| Warning {
+            reason: "InvalidAnnotation",
+            message: message.clone(),
+        })
+        .collect();
+    if analysis.managed {
+        for source in &analysis.sources {
+            if let Some(problem) = store
+                .get(source.kind, &namespace, &source.name)
+                .and_then(|r| r.annotation_problem.clone())
+            {
+                warnings.push(Warning {
+                    reason: "InvalidAnnotation",
+                    message: format!("{} {}: {problem}", source.kind, source.name),
+                });
+            }
+        }
+    }
+    Assessment {
+        analysis,
+        hash,
+        warnings,
+    }
+}
+
+async fn reconcile<W: Workload>(workload: Arc<W>, shared: Arc<Shared>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let key = workload_key(&*workload);
+    let Assessment {
+        analysis,
+        hash,
+        mut warnings,
+    } = assess(&*workload, &shared);
+    shared
+        .index
+        .write()
+        .expect("index lock")
+        .set(&key, &analysis);
+    shared.metrics.set_managed_workloads(shared.count_managed());
+
+    let result = if analysis.managed {
+        decide_and_apply(&*workload, &key, &analysis, hash, &mut warnings, &shared).await
+    } else {
+        Ok(())
+    };
+    publish_new_warnings(&*workload, &key, warnings, &shared).await;
+    shared.metrics.observe_reconcile(started.elapsed());
+    result.map(|()| Action::requeue(RESYNC))
+}
+
+async fn decide_and_apply<W: Workload>(
+    workload: &W,
+    key: &WorkloadKey,
+    analysis: &WorkloadAnalysis,
+    hash: Result<WorkloadHash, MissingRequired>,
+    warnings: &mut Vec<Warning>,
+    shared: &Shared,
+) -> Result<(), Error> {
+    let unreadable: Vec<String> = analysis
+        .rollout_sources()
+        .filter_map(|source| shared.unreadable_reason(source.kind, &analysis.namespace))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    if !unreadable.is_empty() {
+        for message in unreadable {
+            warnings.push(Warning {
+                reason: "SourceUnreadable",
+                message: format!("{message}; not rolling out until it can be read"),
+            });
+        }
+        shared.metrics.skipped("unreadable");
+        return Ok(());
+    }
+    let hash = match hash {
+        Ok(hash) => hash,
+        Err(missing) => {
+            for (kind, name) in missing.sources {
+                warnings.push(Warning {
+                    reason: "SourceMissing",
+                    message: format!(
+                        "{kind} {name} is missing and not optional; not rolling out, new pods would fail with CreateContainerConfigError"
+                    ),
+                });
+            }
+            shared.metrics.skipped("missing_required");
+            return Ok(());
+        }
+    };
+    let template = workload.template().cloned().unwrap_or_default();
+    let current = Applied::current(&hash, &template);
+    let baseline = if shared.settings.dry_run {
+        shared
+            .memos
+            .lock()
+            .expect("memo lock")
+            .get(key)
+            .and_then(|memo| memo.dry_run_baseline.clone())
+    } else {
+        match Applied::parse(workload.annotations().get(policy::APPLIED)) {
+            Ok(baseline) => baseline,
+            Err(problem) => {
+                warnings.push(Warning {
+                    reason: "InvalidAnnotation",
+                    message: format!("{problem}; adopting the current state without a rollout"),
+                });
+                None
+            }
+        }
+    };
+    let decision = plan(baseline.as_ref(), &current);
+    match &decision {
+        Plan::UpToDate => return Ok(()),
+        Plan::Rebaseline(RebaselineCause::TemplateChanged) => {
+            shared.metrics.skipped("template_changed")
+        }
+        Plan::Rebaseline(RebaselineCause::SourcesChanged) => {
+            shared.metrics.skipped("sources_changed")
+        }
+        Plan::Adopt | Plan::Rollout { .. } => {}
+    }
+    if !decision.rolls_out() {
+        info!(workload = %describe(key), hash = %current.hash, "{}", decision.describe());
+    }
+    let roll_out = decision.rolls_out();
+    if shared.settings.dry_run {
+        shared
+            .memos
+            .lock()
+            .expect("memo lock")
+            .entry(key.clone())
+            .or_default()
+            .dry_run_baseline = Some(current.clone());
+    } else {
+        let api: Api<W> = Api::namespaced(shared.client.clone(), &key.namespace);
+        let body = patch_body(
+            &current,
+            workload.meta().resource_version.as_deref(),
+            roll_out,
+        );
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            ..PatchParams::default()
+        };
+        if let Err(source) = api.patch(&key.name, &params, &Patch::Merge(&body)).await {
+            if matches!(&source, kube::Error::Api(status) if status.code == 409) {
+                // The workload changed under us; its new version triggers a fresh decision.
+                debug!(workload = %describe(key), "conflict while patching; the newer version will be reconciled");
+                return Ok(());
+            }
+            return Err(Error::Patch {
+                workload: describe(key),
+                source,
+            });
+        }
+    }
+    if let Plan::Rollout { changed } = decision {
+        announce_rollout(workload, key, analysis, &changed, shared).await;
+    }
+    Ok(())
+}
+
+async fn announce_rollout<W: Workload>(
+    workload: &W,
+    key: &WorkloadKey,
+    analysis: &WorkloadAnalysis,
+    changed: &[String],
+    shared: &Shared,
+) {
+    let explanations: Vec<String> = changed
+        .iter()
+        .map(|label| {
+            let source = analysis
+                .rollout_sources()
+                .find(|s| source_label(s.kind, &s.name) == *label);
+            match source {
+                Some(source) => format!(
+                    "{} {} changed; consumed via {}",
+                    source.kind, source.name, source.reason
+                ),
+                None => format!("{label} changed"),
+            }
+        })
+        .collect();
+    let mut note = explanations.join("; ");
+    if shared.settings.dry_run {
+        note = format!("dry run, would roll out: {note}");
+    }
+    for label in changed {
+        let source_kind = label.split('/').next().unwrap_or_default();
+        shared.metrics.rollout(
+            W::KIND.as_str(),
+            &key.namespace,
+            source_kind,
+            shared.settings.dry_run,
+        );
+    }
+    info!(workload = %describe(key), dry_run = shared.settings.dry_run, "{note}");
+    let reason = if shared.settings.dry_run {
+        "DryRunRollout"
+    } else {
+        "RolloutTriggered"
+    };
+    publish(workload, EventType::Normal, reason, note, shared).await;
+    if workload.updates_on_delete() {
+        let message = "updateStrategy is OnDelete: the template changed, but pods restart only when someone deletes them".to_string();
+        warn!(workload = %describe(key), "{message}");
+        publish(
+            workload,
+            EventType::Warning,
+            "OnDeleteStrategy",
+            message,
+            shared,
+        )
+        .await;
+    }
+}
+
+async fn publish_new_warnings<W: Workload>(
+    workload: &W,
+    key: &WorkloadKey,
+    warnings: Vec<Warning>,
+    shared: &Shared,
+) {
+    let current: HashSet<String> = warnings.iter().map(|w| w.message.clone()).collect();
+    let fresh: Vec<Warning> = {
+        let mut memos = shared.memos.lock().expect("memo lock");
+        let memo = memos.entry(key.clone()).or_default();
+        let fresh = warnings
+            .into_iter()
+            .filter(|w| !memo.warnings.contains(&w.message))
+            .collect();
+        memo.warnings = current;
+        fresh
+    };
+    for warning in fresh {
+        warn!(workload = %describe(key), reason = warning.reason, "{}", warning.message);
+        publish(
+            workload,
+            EventType::Warning,
+            warning.reason,
+            warning.message,
+            shared,
+        )
+        .await;
+    }
+}
+
+async fn publish<W: Workload>(
+    workload: &W,
+    type_: EventType,
+    reason: &str,
+    note: String,
+    shared: &Shared,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note),
+        action: "Reconcile".to_string(),
+        secondary: None,
+    };
+    if let Err(problem) = shared
+        .recorder
+        .publish(&event, &workload.object_ref(&()))
+        .await
+    {
+        warn!(reason, error = %problem, "could not record Event");
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn termination() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+}

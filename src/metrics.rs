@@ -1,0 +1,209 @@
+//! Prometheus metrics and the readiness flag served by `server`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RolloutLabels {
+    kind: String,
+    namespace: String,
+    source_kind: String,
+    dry_run: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    error: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WatchLabels {
+    kind: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    rollouts: Family<RolloutLabels, Counter>,
+    skipped: Family<ReasonLabels, Counter>,
+    reconcile_errors: Family<ErrorLabels, Counter>,
+    watch_events: Family<WatchLabels, Counter>,
+    watch_errors: Family<WatchLabels, Counter>,
+    reconcile_duration: Histogram,
+    managed_workloads: Gauge,
+    tracked_sources: Gauge,
+    ready: AtomicBool,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("envroll");
+        let rollouts = Family::<RolloutLabels, Counter>::default();
+        let skipped = Family::<ReasonLabels, Counter>::default();
+        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        let watch_events = Family::<WatchLabels, Counter>::default();
+        let watch_errors = Family::<WatchLabels, Counter>::default();
+        let reconcile_duration = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        let managed_workloads = Gauge::default();
+        let tracked_sources = Gauge::default();
+        registry.register(
+            "rollouts",
+            "Rollouts triggered, by workload kind, namespace and the kind of source that changed",
+            rollouts.clone(),
+        );
+        registry.register(
+            "skipped_changes",
+            "Changes that did not roll a workload out, by reason",
+            skipped.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles, by error type",
+            reconcile_errors.clone(),
+        );
+        registry.register(
+            "watch_events",
+            "Watch events received, by kind",
+            watch_events.clone(),
+        );
+        registry.register(
+            "watch_errors",
+            "Watch errors, by kind",
+            watch_errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time spent deciding and applying one workload",
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "managed_workloads",
+            "Workloads in the reverse index",
+            managed_workloads.clone(),
+        );
+        registry.register(
+            "tracked_sources",
+            "ConfigMaps and Secrets whose digests are kept",
+            tracked_sources.clone(),
+        );
+        Metrics {
+            registry,
+            rollouts,
+            skipped,
+            reconcile_errors,
+            watch_events,
+            watch_errors,
+            reconcile_duration,
+            managed_workloads,
+            tracked_sources,
+            ready: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn rollout(&self, kind: &str, namespace: &str, source_kind: &str, dry_run: bool) {
+        self.rollouts
+            .get_or_create(&RolloutLabels {
+                kind: kind.to_string(),
+                namespace: namespace.to_string(),
+                source_kind: source_kind.to_string(),
+                dry_run: dry_run.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn skipped(&self, reason: &str) {
+        self.skipped
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn reconcile_error(&self, error: &str) {
+        self.reconcile_errors
+            .get_or_create(&ErrorLabels {
+                error: error.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn watch_event(&self, kind: &str) {
+        self.watch_events
+            .get_or_create(&WatchLabels {
+                kind: kind.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn watch_error(&self, kind: &str) {
+        self.watch_errors
+            .get_or_create(&WatchLabels {
+                kind: kind.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn observe_reconcile(&self, elapsed: Duration) {
+        self.reconcile_duration.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn set_managed_workloads(&self, count: usize) {
+        self.managed_workloads.set(count as i64);
+    }
+
+    pub fn set_tracked_sources(&self, count: usize) {
+        self.tracked_sources.set(count as i64);
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// The registry in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_appear_with_their_labels() {
+        let metrics = Metrics::default();
+        metrics.rollout("Deployment", "shop", "ConfigMap", false);
+        metrics.skipped("template_changed");
+        metrics.reconcile_error("patch");
+        metrics.set_managed_workloads(3);
+        let text = metrics.encode();
+        assert!(
+            text.contains("envroll_rollouts_total{kind=\"Deployment\",namespace=\"shop\",source_kind=\"ConfigMap\",dry_run=\"false\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("envroll_skipped_changes_total{reason=\"template_changed\"} 1"));
+        assert!(text.contains("envroll_reconcile_errors_total{error=\"patch\"} 1"));
+        assert!(text.contains("envroll_managed_workloads 3"));
+        assert!(text.contains("envroll_reconcile_duration_seconds_bucket"));
+    }
+}
