@@ -44,6 +44,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(address).await?;
+    tracing::info!(address = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");
     axum::serve(listener, router(metrics))
         .with_graceful_shutdown(shutdown)
         .await
