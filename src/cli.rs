@@ -95,9 +95,21 @@ pub struct RunArgs {
     #[arg(long, env = "POD_NAMESPACE")]
     pub pod_namespace: Option<String>,
 
-    /// This replica's name, reported in Events.
+    /// This replica's name, reported in Events and used as its leader-election identity.
     #[arg(long, env = "POD_NAME", default_value = "envroll")]
     pub identity: String,
+
+    /// Run several replicas safely: only the holder of a Lease reconciles.
+    #[arg(long, env = "ENVROLL_LEADER_ELECTION")]
+    pub leader_election: bool,
+
+    /// Name of the Lease used for leader election (in the operator's own namespace).
+    #[arg(long, env = "ENVROLL_LEASE_NAME", default_value = "envroll")]
+    pub lease_name: String,
+
+    /// Seconds without renewal after which a standby replica takes over.
+    #[arg(long, env = "ENVROLL_LEASE_DURATION", default_value_t = 15)]
+    pub lease_duration: u64,
 }
 
 impl RunArgs {

@@ -209,8 +209,14 @@ pub async fn run(shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
             ready.push(done);
         }
     }
-    for done in ready {
-        let _ = done.await;
+    let mut stop = shutdown.clone();
+    tokio::select! {
+        _ = futures::future::join_all(ready) => {}
+        _ = stop.wait_for(|stop| *stop) => {
+            info!("stopped before the initial list completed");
+            tasks.iter().for_each(|task| task.abort());
+            return;
+        }
     }
     info!(
         sources = shared.store.read().expect("store lock").len(),

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod controller;
 pub mod explain;
 pub mod hash;
+pub mod leader;
 pub mod live;
 pub mod manifests;
 pub mod metrics;

@@ -1,5 +1,6 @@
 use std::io::Read;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use clap::Parser;
@@ -8,6 +9,7 @@ use tracing::{error, info};
 use envroll::cli::{Cli, Command, ExplainArgs, RunArgs};
 use envroll::controller::{self, Settings, Shared};
 use envroll::explain::{render_json, render_table, OutputFormat};
+use envroll::leader::{self, LeaseSettings};
 use envroll::live::{self, render_live_table};
 use envroll::manifests::{ManifestError, Manifests};
 use envroll::metrics::Metrics;
@@ -49,25 +51,77 @@ async fn run(args: RunArgs) -> ExitCode {
         concurrency: args.concurrency,
     };
     let metrics = Arc::new(Metrics::default());
-    let shared = Arc::new(Shared::new(
-        client,
-        settings,
-        metrics.clone(),
-        &args.identity,
-    ));
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stop = Arc::new(stop);
     let mut server_stopped = stopped.clone();
-    let server = tokio::spawn(server::serve(args.metrics_address, metrics, async move {
-        let _ = server_stopped.wait_for(|stop| *stop).await;
-    }));
+    let server = tokio::spawn(server::serve(
+        args.metrics_address,
+        metrics.clone(),
+        async move {
+            let _ = server_stopped.wait_for(|stop| *stop).await;
+        },
+    ));
+    let stop_on_signal = stop.clone();
     tokio::spawn(async move {
         controller::termination().await;
         info!("termination requested; finishing in-flight reconciles");
-        let _ = stop.send(true);
+        let _ = stop_on_signal.send(true);
     });
+
+    let leadership = if args.leader_election {
+        let lease = LeaseSettings {
+            namespace: args
+                .pod_namespace
+                .clone()
+                .unwrap_or_else(|| client.default_namespace().to_string()),
+            name: args.lease_name.clone(),
+            identity: args.identity.clone(),
+            duration_seconds: args.lease_duration,
+        };
+        // A standby is healthy and ready to take over.
+        metrics.set_ready(true);
+        match leader::acquire(client.clone(), &lease, stopped.clone()).await {
+            Ok(Some(leadership)) => Some(leadership),
+            Ok(None) => return finish(server, &args, stop, false).await,
+            Err(problem) => {
+                error!(error = %problem, "leader election failed");
+                let _ = stop.send(true);
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    metrics.set_ready(false);
+    let lost_leadership = Arc::new(AtomicBool::new(false));
+    if let Some(leadership) = &leadership {
+        let mut lost = leadership.lost.clone();
+        let (stop, flag) = (stop.clone(), lost_leadership.clone());
+        tokio::spawn(async move {
+            if lost.wait_for(|lost| *lost).await.is_ok() {
+                error!("lost leadership; stopping so that only the new leader patches workloads");
+                flag.store(true, Ordering::SeqCst);
+                let _ = stop.send(true);
+            }
+        });
+    }
+    let shared = Arc::new(Shared::new(client, settings, metrics, &args.identity));
     controller::run(shared, stopped).await;
+    drop(leadership);
+    finish(server, &args, stop, lost_leadership.load(Ordering::SeqCst)).await
+}
+
+/// Stops the HTTP server and turns how the operator ended into an exit code.
+async fn finish(
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    args: &RunArgs,
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
+    lost_leadership: bool,
+) -> ExitCode {
+    let _ = stop.send(true);
     match server.await {
-        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Ok(())) if !lost_leadership => ExitCode::SUCCESS,
+        Ok(Ok(())) => ExitCode::FAILURE,
         Ok(Err(problem)) => {
             error!(error = %problem, address = %args.metrics_address, "metrics server failed");
             ExitCode::FAILURE
