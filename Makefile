@@ -27,6 +27,8 @@ test: lint unit e2e
 explain-examples:
 	$(CARGO) run --quiet -- explain -f examples/shop.yaml
 
-demo: explain-examples
+# A local control plane, the operator, two ConfigMap changes, and what rolled out and why.
+demo:
+	e2e/demo
 
 include e2e/cluster.mk

@@ -219,6 +219,10 @@ pub struct SourceAnalysis {
     pub rollout: bool,
     pub reason: String,
     pub consumers: Vec<Consumer>,
+    /// Named in `envroll.dev/configmaps` / `envroll.dev/secrets` rather than decided by how it is
+    /// consumed.
+    #[serde(skip)]
+    pub listed: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -308,6 +312,7 @@ fn decide(
         .filter_map(|c| c.frozen_reason(kind, meta).map(|reason| (c, reason)))
         .collect();
     let list_annotation = kind.list_annotation();
+    let listed = kind.named_in(policy).contains(&name);
 
     let (rollout, keys, reason) = if meta.ignore {
         (
@@ -326,7 +331,7 @@ fn decide(
                 policy::SECRETS
             ),
         )
-    } else if kind.named_in(policy).contains(&name) {
+    } else if listed {
         let how = first_consumer.unwrap_or_else(|| "not referenced by the pod template".into());
         (
             true,
@@ -375,6 +380,7 @@ fn decide(
         rollout,
         reason,
         consumers,
+        listed,
     }
 }
 

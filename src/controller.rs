@@ -685,6 +685,9 @@ async fn announce_rollout<W: Workload>(
                 .rollout_sources()
                 .find(|s| source_label(s.kind, &s.name) == *label);
             match source {
+                Some(source) if source.listed => {
+                    format!("{} {} changed; {}", source.kind, source.name, source.reason)
+                }
                 Some(source) => format!(
                     "{} {} changed; consumed via {}",
                     source.kind, source.name, source.reason
