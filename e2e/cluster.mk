@@ -9,11 +9,13 @@
 #                        tests' exit code is make's exit code)
 #
 # E2E_TESTS selects the integration-test targets (a cargo --test glob) and
-# E2E_CARGO_FLAGS adds cargo flags, e.g. make e2e E2E_CARGO_FLAGS=--release.
+# E2E_CARGO_FLAGS adds cargo flags, e.g. make e2e E2E_CARGO_FLAGS='--locked --release';
+# E2E_TEST_ARGS goes to the test harness, e.g. E2E_TEST_ARGS=--nocapture.
 
 E2E_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
+CARGO ?= cargo
 E2E_TESTS ?= e2e_*
-E2E_CARGO_FLAGS ?=
+E2E_CARGO_FLAGS ?= --locked
 E2E_TEST_ARGS ?=
 
 .PHONY: e2e-components cluster-up cluster-down cluster-status e2e
@@ -34,5 +36,5 @@ cluster-status:
 # then run them against a cluster that lives only as long as the test run.
 e2e:
 	$(E2E_DIR)/components build
-	cargo test $(E2E_CARGO_FLAGS) --test '$(E2E_TESTS)' --no-run
-	$(E2E_DIR)/cluster run cargo test $(E2E_CARGO_FLAGS) --test '$(E2E_TESTS)' -- $(E2E_TEST_ARGS)
+	$(CARGO) test $(E2E_CARGO_FLAGS) --test '$(E2E_TESTS)' --no-run
+	$(E2E_DIR)/cluster run $(CARGO) test $(E2E_CARGO_FLAGS) --test '$(E2E_TESTS)' -- $(E2E_TEST_ARGS)
