@@ -38,6 +38,8 @@ const HELM_RELEASE_SECRETS: &str = "type!=helm.sh/release.v1";
 const LIST_PAGE_SIZE: u32 = 100;
 /// Level-triggered safety net: every workload is re-evaluated this often even without events.
 const RESYNC: Duration = Duration::from_secs(600);
+/// A patch that lost a race with another writer is decided again this soon on the newer version.
+const CONFLICT_RETRY: Duration = Duration::from_secs(1);
 const FIELD_MANAGER: &str = "envroll";
 
 /// Where the operator looks.
@@ -136,7 +138,8 @@ impl Triggers {
 pub struct Shared {
     client: Client,
     settings: Settings,
-    recorder: Recorder,
+    /// Who publishes Events; each Event gets a recorder of its own (see `publish`).
+    reporter: Reporter,
     pub metrics: Arc<Metrics>,
     store: RwLock<SourceStore>,
     index: RwLock<ReverseIndex>,
@@ -153,7 +156,7 @@ impl Shared {
             instance: Some(identity.to_string()),
         };
         Shared {
-            recorder: Recorder::new(client.clone(), reporter),
+            reporter,
             client,
             settings,
             metrics,
@@ -552,11 +555,27 @@ async fn reconcile<W: Workload>(workload: Arc<W>, shared: Arc<Shared>) -> Result
     let result = if analysis.managed {
         decide_and_apply(&*workload, &key, &analysis, hash, &mut warnings, &shared).await
     } else {
-        Ok(())
+        Ok(Outcome::Done)
     };
     publish_new_warnings(&*workload, &key, warnings, &shared).await;
     shared.metrics.observe_reconcile(started.elapsed());
-    result.map(|()| Action::requeue(RESYNC))
+    result.map(next_action)
+}
+
+/// What became of a reconcile's decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Applied, or nothing to apply.
+    Done,
+    /// The workload changed between the read and the patch: nothing was applied.
+    Conflict,
+}
+
+fn next_action(outcome: Outcome) -> Action {
+    match outcome {
+        Outcome::Done => Action::requeue(RESYNC),
+        Outcome::Conflict => Action::requeue(CONFLICT_RETRY),
+    }
 }
 
 async fn decide_and_apply<W: Workload>(
@@ -566,7 +585,7 @@ async fn decide_and_apply<W: Workload>(
     hash: Result<WorkloadHash, MissingRequired>,
     warnings: &mut Vec<Warning>,
     shared: &Shared,
-) -> Result<(), Error> {
+) -> Result<Outcome, Error> {
     let unreadable: Vec<String> = analysis
         .rollout_sources()
         .filter_map(|source| shared.unreadable_reason(source.kind, &analysis.namespace))
@@ -581,7 +600,7 @@ async fn decide_and_apply<W: Workload>(
             });
         }
         shared.metrics.skipped("unreadable");
-        return Ok(());
+        return Ok(Outcome::Done);
     }
     let hash = match hash {
         Ok(hash) => hash,
@@ -595,7 +614,7 @@ async fn decide_and_apply<W: Workload>(
                 });
             }
             shared.metrics.skipped("missing_required");
-            return Ok(());
+            return Ok(Outcome::Done);
         }
     };
     let template = workload.template().cloned().unwrap_or_default();
@@ -621,7 +640,7 @@ async fn decide_and_apply<W: Workload>(
     };
     let decision = plan(baseline.as_ref(), &current);
     match &decision {
-        Plan::UpToDate => return Ok(()),
+        Plan::UpToDate => return Ok(Outcome::Done),
         Plan::Rebaseline(RebaselineCause::TemplateChanged) => {
             shared.metrics.skipped("template_changed")
         }
@@ -655,9 +674,10 @@ async fn decide_and_apply<W: Workload>(
         };
         if let Err(source) = api.patch(&key.name, &params, &Patch::Merge(&body)).await {
             if matches!(&source, kube::Error::Api(status) if status.code == 409) {
-                // The workload changed under us; its new version triggers a fresh decision.
-                debug!(workload = %describe(key), "conflict while patching; the newer version will be reconciled");
-                return Ok(());
+                // The workload changed under us. Its new version does not necessarily trigger a
+                // reconcile (status and label updates are filtered out), so decide again soon.
+                debug!(workload = %describe(key), "conflict while patching; deciding again on the newer version");
+                return Ok(Outcome::Conflict);
             }
             return Err(Error::Patch {
                 workload: describe(key),
@@ -668,7 +688,7 @@ async fn decide_and_apply<W: Workload>(
     if let Plan::Rollout { changed } = decision {
         announce_rollout(workload, key, analysis, &changed, shared).await;
     }
-    Ok(())
+    Ok(Outcome::Done)
 }
 
 async fn announce_rollout<W: Workload>(
@@ -774,11 +794,12 @@ async fn publish<W: Workload>(
         action: "Reconcile".to_string(),
         secondary: None,
     };
-    if let Err(problem) = shared
-        .recorder
-        .publish(&event, &workload.object_ref(&()))
-        .await
-    {
+    // A shared Recorder folds every Event with the same type, reason and object into a series of
+    // the first one for minutes, keeping the first note: a second rollout caused by another source
+    // would be reported under the first one's note. Every decision is reported on its own instead
+    // (warnings are already published once per message, see `publish_new_warnings`).
+    let recorder = Recorder::new(shared.client.clone(), shared.reporter.clone());
+    if let Err(problem) = recorder.publish(&event, &workload.object_ref(&())).await {
         warn!(reason, error = %problem, "could not record Event");
     }
 }
@@ -791,5 +812,22 @@ pub async fn termination() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term.recv() => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_patch_that_lost_a_race_is_decided_again_soon() {
+        // The newer version of the workload may differ only in status or labels, which do not
+        // trigger a reconcile: waiting for the resync would delay a rollout by minutes.
+        assert_eq!(
+            next_action(Outcome::Conflict),
+            Action::requeue(CONFLICT_RETRY)
+        );
+        assert!(CONFLICT_RETRY <= Duration::from_secs(5));
+        assert_eq!(next_action(Outcome::Done), Action::requeue(RESYNC));
     }
 }
