@@ -8,6 +8,10 @@
 //! Each test works in its own namespace ([`TestNamespace`]), which is deleted
 //! when the value is dropped, whether the test passed or panicked. Set
 //! `ENVROLL_E2E_KEEP_NAMESPACES=1` to keep them for debugging.
+//!
+//! [`operator`] runs the real `envroll` binary as the operator under test;
+//! [`workloads`] builds the objects the tests create and checks what happened
+//! to them (ReplicaSets, ControllerRevisions, envroll's annotations, Events).
 
 // Each `tests/e2e_*.rs` file compiles this module separately and uses only
 // part of it.
@@ -26,6 +30,9 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::runtime::wait::{await_condition, Condition};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
+
+pub mod operator;
+pub mod workloads;
 
 /// Annotation the kwok controller looks for on the nodes it manages.
 pub const KWOK_NODE_ANNOTATION: &str = "kwok.x-k8s.io/node";
