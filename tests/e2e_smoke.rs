@@ -4,7 +4,9 @@
 //! end-to-end test relies on: a Deployment that consumes a ConfigMap through
 //! `envFrom` rolls out to Ready pods on the fake (kwok) nodes, and a change to
 //! its pod template produces a second ReplicaSet and a second completed
-//! rollout. Skips (with a loud notice) when `$KUBECONFIG` is unset.
+//! rollout; and RBAC is enforced for ServiceAccount tokens, which is how tests
+//! run the operator with only the permissions its manifests grant. Skips (with
+//! a loud notice) when `$KUBECONFIG` is unset.
 
 mod common;
 
@@ -15,9 +17,11 @@ use anyhow::{ensure, Context, Result};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapEnvSource, Container, EnvFromSource, PodSpec, PodTemplateSpec,
+    ServiceAccount,
 };
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
@@ -249,5 +253,105 @@ async fn deployment_rolls_out_and_rolls_again_on_template_change() -> Result<()>
     )
     .await?;
     assert_pods_ready_on_kwok_nodes(&client, ns.name(), &deploy, Some(restarted_at)).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_account_token_gets_exactly_its_rbac() -> Result<()> {
+    if !common::e2e_enabled("service_account_token_gets_exactly_its_rbac") {
+        return Ok(());
+    }
+    let client = common::client().await?;
+    let ns = TestNamespace::create(&client, "rbac").await?;
+    let sa_name = "reader";
+    let meta = |name: &str| ObjectMeta {
+        name: Some(name.into()),
+        ..ObjectMeta::default()
+    };
+
+    ns.api::<ServiceAccount>()
+        .create(
+            &PostParams::default(),
+            &ServiceAccount {
+                metadata: meta(sa_name),
+                ..ServiceAccount::default()
+            },
+        )
+        .await
+        .context("creating the ServiceAccount")?;
+    let sa_client = common::service_account_client(ns.name(), sa_name).await?;
+    let sa_config_maps: Api<ConfigMap> = Api::namespaced(sa_client.clone(), ns.name());
+
+    // Nothing is bound to the ServiceAccount yet.
+    let err = sa_config_maps
+        .list(&ListParams::default())
+        .await
+        .expect_err("a ServiceAccount without bindings must not list ConfigMaps");
+    assert!(common::is_forbidden(&err), "expected 403, got {err}");
+
+    // Grant read access to ConfigMaps in the test namespace only.
+    ns.api::<Role>()
+        .create(
+            &PostParams::default(),
+            &Role {
+                metadata: meta("configmap-reader"),
+                rules: Some(vec![PolicyRule {
+                    api_groups: Some(vec![String::new()]),
+                    resources: Some(vec!["configmaps".into()]),
+                    verbs: vec!["get".into(), "list".into()],
+                    ..PolicyRule::default()
+                }]),
+            },
+        )
+        .await
+        .context("creating the Role")?;
+    ns.api::<RoleBinding>()
+        .create(
+            &PostParams::default(),
+            &RoleBinding {
+                metadata: meta("reader-configmaps"),
+                role_ref: RoleRef {
+                    api_group: "rbac.authorization.k8s.io".into(),
+                    kind: "Role".into(),
+                    name: "configmap-reader".into(),
+                },
+                subjects: Some(vec![Subject {
+                    kind: "ServiceAccount".into(),
+                    name: sa_name.into(),
+                    namespace: Some(ns.name().into()),
+                    ..Subject::default()
+                }]),
+            },
+        )
+        .await
+        .context("creating the RoleBinding")?;
+
+    let sa_config_maps_ref = &sa_config_maps;
+    common::poll_until(
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        "the RoleBinding to take effect",
+        || async move {
+            match sa_config_maps_ref.list(&ListParams::default()).await {
+                Ok(_) => Ok(Some(())),
+                Err(e) if common::is_forbidden(&e) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        },
+    )
+    .await?;
+
+    // Everything not granted stays forbidden: other resources, and the same
+    // resource cluster-wide.
+    let err = Api::<Deployment>::namespaced(sa_client.clone(), ns.name())
+        .list(&ListParams::default())
+        .await
+        .expect_err("Deployments were not granted");
+    assert!(common::is_forbidden(&err), "expected 403, got {err}");
+    let err = Api::<ConfigMap>::all(sa_client)
+        .list(&ListParams::default())
+        .await
+        .expect_err("cluster-wide ConfigMaps were not granted");
+    assert!(common::is_forbidden(&err), "expected 403, got {err}");
     Ok(())
 }

@@ -19,6 +19,8 @@
 
 use std::fmt::Debug;
 use std::future::Future;
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -27,8 +29,9 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, Condition};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Client, Config, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 pub mod operator;
@@ -63,6 +66,43 @@ pub async fn client() -> Result<Client> {
     Client::try_default()
         .await
         .context("building a Kubernetes client from $KUBECONFIG")
+}
+
+/// A kubeconfig (YAML) that authenticates as the ServiceAccount
+/// `namespace/name` with a token from the TokenRequest API, made by
+/// `e2e/sa-kubeconfig`. The ServiceAccount must exist.
+pub fn service_account_kubeconfig(namespace: &str, name: &str, duration: &str) -> Result<String> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("e2e/sa-kubeconfig");
+    let out = Command::new(&script)
+        .args([namespace, name, duration])
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} {namespace} {name} failed ({}): {}",
+            script.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8(out.stdout).context("kubeconfig is not UTF-8")
+}
+
+/// A client that acts as the ServiceAccount `namespace/name`, with exactly
+/// the permissions RBAC grants it (see [`service_account_kubeconfig`]).
+pub async fn service_account_client(namespace: &str, name: &str) -> Result<Client> {
+    let yaml = service_account_kubeconfig(namespace, name, "1h")?;
+    let kubeconfig =
+        Kubeconfig::from_yaml(&yaml).context("parsing the ServiceAccount kubeconfig")?;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .context("loading the ServiceAccount kubeconfig")?;
+    Client::try_from(config).context("building the ServiceAccount client")
+}
+
+/// Whether `err` is the apiserver refusing a request (HTTP 403).
+pub fn is_forbidden(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(s) if s.is_forbidden())
 }
 
 /// A name that is unique across concurrently running tests and test runs,
