@@ -20,9 +20,9 @@ lint:
 unit:
 	$(CARGO) test --locked --lib --bins
 
-# Everything CI runs: formatting, lints, unit and property tests, and the end-to-end suite on a
-# local control plane.
-test: lint unit e2e
+# Everything CI runs: formatting, lints, deployment lints (Helm chart, manifests, Dockerfile), unit
+# and property tests, and the end-to-end suite on a local control plane.
+test: lint lint-deploy unit e2e
 
 explain-examples:
 	$(CARGO) run --quiet -- explain -f examples/shop.yaml
@@ -32,3 +32,4 @@ demo:
 	e2e/demo
 
 include e2e/cluster.mk
+include lint.mk
