@@ -34,6 +34,7 @@ use kube::runtime::wait::{await_condition, Condition};
 use kube::{Api, Client, Config, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
+pub mod kubectl;
 pub mod operator;
 pub mod workloads;
 

@@ -9,6 +9,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,6 +32,7 @@ pub struct OperatorConfig {
     namespaces: Vec<String>,
     debounce: Option<String>,
     extra: Vec<String>,
+    kubeconfig: Option<PathBuf>,
 }
 
 impl OperatorConfig {
@@ -41,6 +43,7 @@ impl OperatorConfig {
             namespaces: namespaces.iter().map(|ns| ns.to_string()).collect(),
             debounce: Some("500ms".into()),
             extra: Vec::new(),
+            kubeconfig: None,
         }
     }
 
@@ -51,12 +54,26 @@ impl OperatorConfig {
             namespaces: Vec::new(),
             debounce: Some("500ms".into()),
             extra: Vec::new(),
+            kubeconfig: None,
         }
     }
 
     /// Leaves `--debounce` out, so the operator's default applies.
     pub fn default_debounce(mut self) -> Self {
         self.debounce = None;
+        self
+    }
+
+    /// Runs the operator with this kubeconfig instead of `$KUBECONFIG`, for example a
+    /// ServiceAccount's (see `common::service_account_kubeconfig`).
+    pub fn kubeconfig(mut self, path: &Path) -> Self {
+        self.kubeconfig = Some(path.to_path_buf());
+        self
+    }
+
+    /// Names the process in the test's output (default: its scope).
+    pub fn labelled(mut self, label: &str) -> Self {
+        self.label = label.to_string();
         self
     }
 
@@ -83,9 +100,9 @@ impl OperatorConfig {
         args
     }
 
-    /// Spawns the operator; it inherits `$KUBECONFIG`.
+    /// Spawns the operator; it inherits `$KUBECONFIG` unless [`Self::kubeconfig`] says otherwise.
     pub fn start(&self) -> Result<Operator> {
-        Operator::spawn(&self.label, &self.args())
+        Operator::spawn(&self.label, &self.args(), self.kubeconfig.as_deref())
     }
 
     /// Spawns the operator and waits until it is ready (see [`Operator::wait_ready`]).
@@ -107,13 +124,17 @@ pub struct Operator {
 
 impl Operator {
     /// Starts `envroll <args>`, collecting its stderr line by line.
-    pub fn spawn(label: &str, args: &[String]) -> Result<Self> {
+    pub fn spawn(label: &str, args: &[String], kubeconfig: Option<&Path>) -> Result<Self> {
         let binary = env!("CARGO_BIN_EXE_envroll");
         eprintln!("[envroll {label}] starting: {binary} {}", args.join(" "));
         // envroll's own debug lines (conflicts, triggers) help when a test
         // fails; `RUST_LOG` overrides.
         let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info,envroll=debug".into());
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        if let Some(kubeconfig) = kubeconfig {
+            command.env("KUBECONFIG", kubeconfig);
+        }
+        let mut child = command
             .args(args)
             .env("RUST_LOG", filter)
             .env("NO_COLOR", "1")
@@ -252,6 +273,14 @@ impl Operator {
             (200, body) => Ok(body),
             (status, body) => bail!("/metrics answered {status}: {body}"),
         }
+    }
+
+    /// Kills the process at once (SIGKILL), as a crashed node would: nothing is released.
+    pub fn kill(&mut self) -> Result<()> {
+        self.child.kill().context("killing the operator")?;
+        self.exit = Some(self.child.wait()?);
+        eprintln!("[envroll {}] killed", self.label);
+        Ok(())
     }
 
     /// Sends SIGTERM and waits for the process to exit; kills it if it does

@@ -1,0 +1,82 @@
+//! kubectl, the install manifests and ServiceAccount identities, for tests that install envroll
+//! the way the README does.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{ensure, Context, Result};
+
+/// The repository root, where `manifests/` and `e2e/` live.
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The kubectl built for the local control plane (`e2e/components env`), else the one on `PATH`.
+pub fn kubectl_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("ENVROLL_BIN_KUBECTL") {
+        return path.into();
+    }
+    let found = Command::new(repo_root().join("e2e/components"))
+        .arg("env")
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .and_then(|output| {
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .find_map(|line| {
+                    line.strip_prefix("ENVROLL_BIN_KUBECTL=")
+                        .map(str::to_string)
+                })
+        })
+        .map(|path| PathBuf::from(path.trim_matches(|c| c == '\'' || c == '"')))
+        .filter(|path| path.is_file());
+    found.unwrap_or_else(|| PathBuf::from("kubectl"))
+}
+
+/// Runs kubectl (with `$KUBECONFIG`, the admin identity) and returns its stdout.
+pub fn kubectl(args: &[&str], stdin: Option<&str>) -> Result<String> {
+    let mut child = Command::new(kubectl_binary())
+        .args(args)
+        .current_dir(repo_root())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting kubectl")?;
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .context("kubectl's stdin")?
+            .write_all(input.as_bytes())?;
+    }
+    let output = child.wait_with_output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("kubectl {}: {stdout}{stderr}", args.join(" "));
+    ensure!(
+        output.status.success(),
+        "kubectl {} failed: {stderr}",
+        args.join(" ")
+    );
+    Ok(stdout)
+}
+
+/// A kubeconfig file that authenticates as `namespace/service_account` (see
+/// [`super::service_account_kubeconfig`]), for an operator process that must run with exactly the
+/// RBAC the manifests grant.
+pub fn service_account_kubeconfig_file(namespace: &str, service_account: &str) -> Result<PathBuf> {
+    let yaml = super::service_account_kubeconfig(namespace, service_account, "1h")?;
+    let path = std::env::temp_dir().join(format!(
+        "{}.kubeconfig",
+        super::unique_name(&format!("sa-{namespace}"))
+    ));
+    std::fs::write(&path, yaml)?;
+    Ok(path)
+}
