@@ -34,7 +34,11 @@ cluster-status:
 
 # Compile the tests first so a compile error does not cost a cluster start,
 # then run them against a cluster that lives only as long as the test run.
+# The operator scenarios run twice: with the namespaced install's Role in each
+# watched namespace (the default identity), then with the cluster-wide
+# install's ClusterRole.
 e2e:
 	$(E2E_DIR)/components build
 	$(CARGO) test $(E2E_CARGO_FLAGS) --test '$(E2E_TESTS)' --no-run
-	$(E2E_DIR)/cluster run $(CARGO) test $(E2E_CARGO_FLAGS) --test '$(E2E_TESTS)' -- $(E2E_TEST_ARGS)
+	$(E2E_DIR)/cluster run sh -c "$(CARGO) test $(E2E_CARGO_FLAGS) --test '$(E2E_TESTS)' -- $(E2E_TEST_ARGS) && \
+	  ENVROLL_E2E_IDENTITY=cluster-wide $(CARGO) test $(E2E_CARGO_FLAGS) --test e2e_operator -- $(E2E_TEST_ARGS)"

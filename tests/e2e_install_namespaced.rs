@@ -14,7 +14,7 @@ use kube::api::ListParams;
 use kube::Api;
 use serde_json::json;
 
-use common::kubectl::{kubectl, service_account_kubeconfig_file};
+use common::kubectl::{kubectl, render_namespaced, service_account_kubeconfig_file};
 use common::operator::OperatorConfig;
 use common::workloads::{
     assert_replicasets_stay, config_map, container, create, deployment, expect_one_rollout,
@@ -24,19 +24,15 @@ use common::TestNamespace;
 
 const CLUSTER_SCOPED: [&str; 3] = ["Namespace", "ClusterRole", "ClusterRoleBinding"];
 
-/// `manifests/namespaced`, with the operator in `operator_ns` watching `watched`.
-fn render_namespaced(operator_ns: &str, watched: &str) -> Result<String> {
-    let rendered = kubectl(&["kustomize", "manifests/namespaced"], None)?;
+fn render_checked(operator_ns: &str, watched: &str) -> Result<String> {
+    let rendered = render_namespaced(operator_ns, watched)?;
     for kind in CLUSTER_SCOPED {
         ensure!(
             !rendered.contains(&format!("\nkind: {kind}\n")),
             "manifests/namespaced renders a cluster-scoped {kind}"
         );
     }
-    Ok(rendered
-        .replace("namespace: envroll", &format!("namespace: {operator_ns}"))
-        .replace("namespace: apps", &format!("namespace: {watched}"))
-        .replace("value: apps", &format!("value: {watched}")))
+    Ok(rendered)
 }
 
 fn is_forbidden<T>(result: &Result<T, kube::Error>) -> bool {
@@ -54,7 +50,7 @@ async fn namespaced_install_reads_only_the_watched_namespace() -> Result<()> {
     let unwatched = TestNamespace::create(&client, "install-other").await?;
     kubectl(
         &["apply", "-f", "-"],
-        Some(&render_namespaced(operator_ns.name(), watched.name())?),
+        Some(&render_checked(operator_ns.name(), watched.name())?),
     )?;
     let identity = service_account_kubeconfig_file(operator_ns.name(), "envroll")?;
     let operator_client = common::service_account_client(operator_ns.name(), "envroll").await?;

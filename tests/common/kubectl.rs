@@ -80,3 +80,57 @@ pub fn service_account_kubeconfig_file(namespace: &str, service_account: &str) -
     std::fs::write(&path, yaml)?;
     Ok(path)
 }
+
+/// `manifests/namespaced` as one YAML stream, with the operator in `operator_ns` and the Role
+/// granted in `watched`. The manifests name those `envroll` and `apps`.
+pub fn render_namespaced(operator_ns: &str, watched: &str) -> Result<String> {
+    let rendered = kubectl(&["kustomize", "manifests/namespaced"], None)?;
+    Ok(move_namespaced(&rendered, operator_ns, watched))
+}
+
+fn move_namespaced(yaml: &str, operator_ns: &str, watched: &str) -> String {
+    yaml.replace("namespace: envroll", &format!("namespace: {operator_ns}"))
+        .replace("namespace: apps", &format!("namespace: {watched}"))
+        .replace("value: apps", &format!("value: {watched}"))
+}
+
+/// The identity an operator under test runs with, chosen by `ENVROLL_E2E_IDENTITY`:
+/// `namespaced` (default: the Role of `manifests/namespaced` in each watched namespace, and a
+/// ServiceAccount in the first), `cluster-wide` (the ServiceAccount of
+/// `manifests/cluster-wide`), or `admin` (`$KUBECONFIG` itself, returned as `None`).
+pub fn operator_identity(watched: &[String]) -> Result<Option<PathBuf>> {
+    let mode = std::env::var("ENVROLL_E2E_IDENTITY").unwrap_or_else(|_| "namespaced".into());
+    match (mode.as_str(), watched.first()) {
+        ("admin", _) => Ok(None),
+        ("cluster-wide", _) | ("namespaced", None) => cluster_wide_identity().map(Some),
+        ("namespaced", Some(home)) => namespaced_identity(home, watched).map(Some),
+        (other, _) => anyhow::bail!(
+            "ENVROLL_E2E_IDENTITY={other:?}: expected namespaced, cluster-wide or admin"
+        ),
+    }
+}
+
+fn namespaced_identity(home: &str, watched: &[String]) -> Result<PathBuf> {
+    let rbac = std::fs::read_to_string(repo_root().join("manifests/namespaced/rbac.yaml"))?;
+    let mut objects = format!(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: envroll\n  namespace: {home}\n"
+    );
+    for namespace in watched {
+        objects.push_str("---\n");
+        objects.push_str(&move_namespaced(&rbac, home, namespace));
+    }
+    kubectl(&["apply", "-f", "-"], Some(&objects))?;
+    service_account_kubeconfig_file(home, "envroll")
+}
+
+fn cluster_wide_identity() -> Result<PathBuf> {
+    static INSTALLED: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            kubectl(&["apply", "-k", "manifests/cluster-wide"], None)
+                .and_then(|_| service_account_kubeconfig_file("envroll", "envroll"))
+                .map_err(|e| format!("{e:#}"))
+        })
+        .clone()
+        .map_err(|e| anyhow::anyhow!(e))
+}

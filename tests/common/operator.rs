@@ -100,9 +100,14 @@ impl OperatorConfig {
         args
     }
 
-    /// Spawns the operator; it inherits `$KUBECONFIG` unless [`Self::kubeconfig`] says otherwise.
+    /// Spawns the operator with [`Self::kubeconfig`], else with the identity the install
+    /// manifests grant (see `kubectl::operator_identity`).
     pub fn start(&self) -> Result<Operator> {
-        Operator::spawn(&self.label, &self.args(), self.kubeconfig.as_deref())
+        let kubeconfig = match &self.kubeconfig {
+            Some(path) => Some(path.clone()),
+            None => super::kubectl::operator_identity(&self.namespaces)?,
+        };
+        Operator::spawn(&self.label, &self.args(), kubeconfig.as_deref())
     }
 
     /// Spawns the operator and waits until it is ready (see [`Operator::wait_ready`]).
