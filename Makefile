@@ -18,7 +18,7 @@ lint:
 
 # Unit and property tests of the pure modules, and the binary's own tests.
 unit:
-	$(CARGO) test --locked --lib --bins
+	$(CARGO) test --locked --lib --bins --test cli_explain
 
 # Everything CI runs: formatting, lints, deployment lints (Helm chart, manifests, Dockerfile), unit
 # and property tests, and the end-to-end suite on a local control plane.
