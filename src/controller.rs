@@ -19,7 +19,6 @@ use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher::{self, watcher};
 use kube::runtime::{Controller, PredicateConfig, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
@@ -272,13 +271,7 @@ fn spawn_source_watch<K>(
     tokio::sync::oneshot::Receiver<()>,
 )
 where
-    K: SourceObject
-        + Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + Debug
-        + Send
-        + 'static,
+    K: SourceObject,
 {
     let (ready, done) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(watch_sources(api, config, namespace, shared, ready));
@@ -294,13 +287,7 @@ async fn watch_sources<K>(
     shared: Arc<Shared>,
     ready: tokio::sync::oneshot::Sender<()>,
 ) where
-    K: SourceObject
-        + Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + Debug
-        + Send
-        + 'static,
+    K: SourceObject,
 {
     let scope_name = namespace.clone().unwrap_or_else(|| "all namespaces".into());
     let mut ready = Some(ready);

@@ -15,4 +15,6 @@ pub mod rollout;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+#[cfg(test)]
+mod test_support;
 pub mod workload;

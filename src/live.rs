@@ -167,19 +167,12 @@ async fn explain_workload<W: Workload>(
     })
 }
 
-async fn fetch<K>(
+async fn fetch<K: SourceObject>(
     client: &Client,
     namespace: &str,
     name: &str,
     store: &mut SourceStore,
-) -> Result<(), kube::Error>
-where
-    K: SourceObject
-        + kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
+) -> Result<(), kube::Error> {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     if let Some(object) = api.get_opt(name).await? {
         let (key, record) = object.into_record();

@@ -51,8 +51,16 @@ pub struct Evaluation {
     pub hash: Result<WorkloadHash, MissingRequired>,
 }
 
-/// A watched object type that can be reduced to a [`SourceRecord`].
-pub trait SourceObject {
+/// A watched object type (ConfigMap or Secret) that can be reduced to a [`SourceRecord`].
+pub trait SourceObject:
+    kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
     const KIND: SourceKind;
     fn into_record(self) -> (SourceKey, SourceRecord);
 }
@@ -247,7 +255,7 @@ impl ReverseIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::{analyse, WorkloadInput};
+    use crate::test_support::analyse_deployment;
     use k8s_openapi::ByteString;
 
     fn config_map(name: &str, data: &[(&str, &str)]) -> ConfigMap {
@@ -335,19 +343,9 @@ mod tests {
 
     #[test]
     fn the_index_follows_the_latest_analysis() {
-        let template = serde_norway::from_str(
+        let analysis = analyse_deployment(
+            &[("envroll.dev/auto", "true")],
             "spec: {containers: [{name: a, envFrom: [{configMapRef: {name: one}}, {secretRef: {name: two}}]}]}",
-        )
-        .unwrap();
-        let annotations = BTreeMap::from([("envroll.dev/auto".to_string(), "true".to_string())]);
-        let analysis = analyse(
-            WorkloadInput {
-                kind: WorkloadKind::Deployment,
-                namespace: "shop",
-                name: "web",
-                annotations: &annotations,
-                template: &template,
-            },
             |_, _| None,
         );
         let web = WorkloadKey {

@@ -1,39 +1,10 @@
 use super::*;
-
-fn template(yaml: &str) -> PodTemplateSpec {
-    serde_norway::from_str(yaml).expect("test template parses")
-}
-
-fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
+use crate::test_support::analyse_deployment;
 
 const AUTO: (&str, &str) = (policy::AUTO, "true");
 
-fn analyse_with(
-    pairs: &[(&str, &str)],
-    yaml: &str,
-    known: impl Fn(SourceKind, &str) -> Option<SourceMeta>,
-) -> WorkloadAnalysis {
-    let annotations = annotations(pairs);
-    let template = template(yaml);
-    analyse(
-        WorkloadInput {
-            kind: WorkloadKind::Deployment,
-            namespace: "shop",
-            name: "web",
-            annotations: &annotations,
-            template: &template,
-        },
-        known,
-    )
-}
-
 fn analyse_yaml(pairs: &[(&str, &str)], yaml: &str) -> WorkloadAnalysis {
-    analyse_with(pairs, yaml, |_, _| None)
+    analyse_deployment(pairs, yaml, |_, _| None)
 }
 
 fn source<'a>(analysis: &'a WorkloadAnalysis, kind: SourceKind, name: &str) -> &'a SourceAnalysis {
@@ -363,7 +334,7 @@ spec:
 
 #[test]
 fn an_immutable_object_mounted_as_a_volume_rolls_out() {
-    let analysis = analyse_with(&[AUTO], VOLUME_MOUNTS, |kind, _| {
+    let analysis = analyse_deployment(&[AUTO], VOLUME_MOUNTS, |kind, _| {
         (kind == SourceKind::Secret).then_some(SourceMeta {
             ignore: false,
             immutable: true,
@@ -498,7 +469,7 @@ fn without_auto_only_named_sources_roll_out() {
 
 #[test]
 fn ignored_objects_never_roll_out_even_when_named() {
-    let analysis = analyse_with(
+    let analysis = analyse_deployment(
         &[AUTO, (policy::CONFIGMAPS, "settings")],
         ENV_KEY_REFS,
         |kind, name| {

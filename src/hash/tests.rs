@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use super::*;
-use crate::analysis::{analyse, WorkloadInput, WorkloadKind};
+use crate::test_support::analyse_deployment;
 
 fn digests(salt: &str, values: &[(&str, &str)]) -> SourceDigests {
     SourceDigests::from_values(
@@ -228,21 +228,7 @@ fn a_secret_value_cannot_be_confirmed_without_the_uid() {
 }
 
 fn analysed(yaml: &str, pairs: &[(&str, &str)]) -> WorkloadAnalysis {
-    let annotations: BTreeMap<String, String> = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let template = serde_norway::from_str(yaml).unwrap();
-    analyse(
-        WorkloadInput {
-            kind: WorkloadKind::Deployment,
-            namespace: "shop",
-            name: "web",
-            annotations: &annotations,
-            template: &template,
-        },
-        |_, _| None,
-    )
+    analyse_deployment(pairs, yaml, |_, _| None)
 }
 
 const ENV_AND_VOLUME: &str = r#"
