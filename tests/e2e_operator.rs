@@ -14,8 +14,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -860,41 +858,9 @@ async fn missing_required_source_warns_without_rolling_out() -> Result<()> {
     case.expect_no_rollout("web", 1).await
 }
 
-/// The kubectl of the local control plane, if it can be found.
-fn kubectl() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("ENVROLL_BIN_KUBECTL") {
-        return Some(path.into());
-    }
-    let components = concat!(env!("CARGO_MANIFEST_DIR"), "/e2e/components");
-    let output = Command::new(components).arg("env").output().ok()?;
-    if !output.status.success() {
-        return None;
-    }
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .find_map(|line| line.strip_prefix("ENVROLL_BIN_KUBECTL="))
-        .map(|path| PathBuf::from(path.trim_matches(|c| c == '\'' || c == '"')))
-        .filter(|path| path.is_file())
-}
-
-fn kubectl_apply(kubectl: &PathBuf, namespace: &str, manifest: &str) -> Result<()> {
-    let dir = std::env::temp_dir().join(common::unique_name("envroll-e2e-apply"));
-    std::fs::create_dir_all(&dir)?;
-    let file = dir.join("manifest.yaml");
-    std::fs::write(&file, manifest)?;
-    let output = Command::new(kubectl)
-        .args(["apply", "-n", namespace, "-f"])
-        .arg(&file)
-        .output()
-        .context("running kubectl apply")?;
-    let _ = std::fs::remove_dir_all(&dir);
-    eprintln!(
-        "kubectl apply: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    ensure!(output.status.success(), "kubectl apply failed");
-    Ok(())
+/// `kubectl apply -f -` of a multi-document manifest into `namespace`.
+fn kubectl_apply(namespace: &str, manifest: &str) -> Result<()> {
+    common::kubectl::kubectl(&["apply", "-n", namespace, "-f", "-"], Some(manifest)).map(|_| ())
 }
 
 /// 11. With the default debounce, a new image and a changed ConfigMap applied
@@ -927,40 +893,13 @@ async fn default_debounce_merges_image_and_config_change() -> Result<()> {
         ];
         Ok(docs.join("\n---\n"))
     };
-    let kubectl = kubectl();
-    match &kubectl {
-        Some(kubectl) => kubectl_apply(kubectl, case.ns(), &manifest("info", "pause:1")?)?,
-        None => {
-            eprintln!("kubectl not found: creating and changing the objects through the API");
-            create(
-                &case.config_maps(),
-                &config_map("web-env", &[("LEVEL", "info")]),
-            )
-            .await?;
-            create(
-                &case.deployments(),
-                &deployment("web", &[AUTO], spec("pause:1")),
-            )
-            .await?;
-        }
-    }
+    kubectl_apply(case.ns(), &manifest("info", "pause:1")?)?;
     let adopted = wait_deployment_settled(&case.client, case.ns(), "web", true).await?;
     let baseline = adopted.annotations().get(APPLIED).cloned();
 
     // The ConfigMap comes first: without a debounce, its change alone would
     // roll out before the new image arrives.
-    match &kubectl {
-        Some(kubectl) => kubectl_apply(kubectl, case.ns(), &manifest("debug", "pause:2")?)?,
-        None => {
-            set_config_map_data(&case.config_maps(), "web-env", &[("LEVEL", "debug")]).await?;
-            let image = json!({ "spec": { "template": { "spec": { "containers": [
-                { "name": "app", "image": "pause:2" }
-            ] } } } });
-            case.deployments()
-                .patch("web", &PatchParams::default(), &Patch::Strategic(image))
-                .await?;
-        }
-    }
+    kubectl_apply(case.ns(), &manifest("debug", "pause:2")?)?;
     wait_for_replicasets(&case.client, case.ns(), "web", 2).await?;
     wait_for_rollout(&case.client, case.ns(), "web", ROLLOUT_TIMEOUT).await?;
     // Longer than the default debounce (2 s), so a late second rollout shows.
