@@ -1127,6 +1127,7 @@ def render(results, meta_info):
       "second latency row, which restarts it with its default debounce (2 s). Reloader has no debounce.\n")
 
     w("## Results\n")
+    w("The last column divides envroll's figure by Reloader's: below 1, envroll is faster or uses less.\n")
     w("| Scenario | Measure | envroll | Reloader | envroll / Reloader |")
     w("|---|---|---|---|---|")
     le, lr = dig(e, "latency", "main"), dig(rl, "latency", "main")
@@ -1177,7 +1178,7 @@ def render(results, meta_info):
       f"| {verbs(dig(rl, 'idle', 'api_requests'))} | |")
     w(f"| Start | seconds from start until it acts on changes (install) | {secs(dig(e, 'acting_seconds'))} "
       f"| {secs(dig(rl, 'acting_seconds'))} | |")
-    w(f"| Start | … until it has also finished adopting (Deployments quiet for 3 s) "
+    w(f"| Start | … until Deployments are quiet for 3 s (envroll: adoption finished) "
       f"| {secs(dig(e, 'ready_seconds'))} | {secs(dig(rl, 'ready_seconds'))} | |")
     w("")
 
@@ -1235,8 +1236,9 @@ def render(results, meta_info):
     w(f"- envroll: {verbs(dig(be, 'apiserver_requests_all'))}")
     w(f"- Reloader: {verbs(dig(br, 'apiserver_requests_all'))}")
     w("")
-    w("The full results are written as JSON next to the harness's logs "
-      f"(`{meta_info['results_json']}`).")
+    w("The harness also writes every raw figure (each latency sample included) as JSON next to its logs, "
+      f"`{meta_info['results_json']}` on the machine that ran it; that file is not committed. "
+      "`e2e/bench/bench.py --render-only DIR` renders this report again from such a directory.")
     return "\n".join(out) + "\n"
 
 
@@ -1295,7 +1297,20 @@ def main():
     parser.add_argument("--burst-stall", type=int, default=120,
                         help="give up on the burst after this many seconds without progress")
     parser.add_argument("--command", default=None, help="the command line shown in the report")
+    parser.add_argument("--render-only", metavar="DIR", default=None,
+                        help="render the report again from DIR/results.json and DIR/meta.json of an earlier run")
     args = parser.parse_args()
+    if args.render_only:
+        with open(os.path.join(args.render_only, "results.json")) as f:
+            results = json.load(f)
+        with open(os.path.join(args.render_only, "meta.json")) as f:
+            meta_info = json.load(f)
+        out_path = args.out or (os.path.join(ROOT, "BENCHMARKS.md") if meta_info["profile"] == "full"
+                                else os.path.join(args.render_only, f"BENCHMARKS-{meta_info['profile']}.md"))
+        with open(out_path, "w") as f:
+            f.write(render(results, meta_info))
+        log(f"wrote {out_path}")
+        return 0
 
     profile = dict(PROFILES[args.profile])
     for key in profile:
