@@ -105,7 +105,7 @@ async fn cluster_wide_install_runs_with_its_service_account_and_hands_over_leade
     second.stop().await?;
 
     kubectl(
-        &["delete", "-k", "manifests/cluster-wide", "--wait=false"],
+        &["delete", "-k", "manifests/cluster-wide", "--timeout=120s"],
         None,
     )?;
     let cluster_roles: Api<ClusterRole> = Api::all(client.clone());

@@ -187,7 +187,7 @@ async fn readme_walkthrough_namespaced_install_annotate_events_plugin_uninstall(
         None,
     )?;
     kubectl(
-        &["delete", "namespace", "apps", "envroll", "--wait=false"],
+        &["delete", "namespace", "apps", "envroll", "--timeout=120s"],
         None,
     )?;
     Ok(())

@@ -123,11 +123,29 @@ fn namespaced_identity(home: &str, watched: &[String]) -> Result<PathBuf> {
     service_account_kubeconfig_file(home, "envroll")
 }
 
+/// Retries while an earlier test's `envroll` namespace is still terminating (the API server
+/// refuses new content in it until it is gone).
+fn apply_until_accepted(args: &[&str]) -> Result<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        match kubectl(args, None) {
+            Ok(out) => return Ok(out),
+            Err(problem)
+                if format!("{problem:#}").contains("being terminated")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            Err(problem) => return Err(problem),
+        }
+    }
+}
+
 fn cluster_wide_identity() -> Result<PathBuf> {
     static INSTALLED: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
     INSTALLED
         .get_or_init(|| {
-            kubectl(&["apply", "-k", "manifests/cluster-wide"], None)
+            apply_until_accepted(&["apply", "-k", "manifests/cluster-wide"])
                 .and_then(|_| service_account_kubeconfig_file("envroll", "envroll"))
                 .map_err(|e| format!("{e:#}"))
         })
