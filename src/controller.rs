@@ -33,6 +33,8 @@ use crate::workload::{namespace_or_default, Workload};
 /// Secrets Helm uses to store releases: large, never consumed by applications, and the reason
 /// operators that cache every Secret run out of memory. They are filtered out by the API server.
 const HELM_RELEASE_SECRETS: &str = "type!=helm.sh/release.v1";
+/// How Helm names its release Secrets, to explain why one of them looks missing.
+const HELM_RELEASE_PREFIX: &str = "sh.helm.release.v1.";
 /// Small list pages keep the transient memory of the initial list low, whatever the Secret sizes.
 const LIST_PAGE_SIZE: u32 = 100;
 /// Level-triggered safety net: every workload is re-evaluated this often even without events.
@@ -593,10 +595,16 @@ async fn decide_and_apply<W: Workload>(
         Ok(hash) => hash,
         Err(missing) => {
             for (kind, name) in missing.sources {
+                let unwatched =
+                    if kind == SourceKind::Secret && name.starts_with(HELM_RELEASE_PREFIX) {
+                        " (Helm release Secrets are not watched)"
+                    } else {
+                        ""
+                    };
                 warnings.push(Warning {
                     reason: "SourceMissing",
                     message: format!(
-                        "{kind} {name} is missing and not optional; not rolling out, new pods would fail with CreateContainerConfigError"
+                        "{kind} {name} is missing and not optional{unwatched}; not rolling out, new pods would fail with CreateContainerConfigError"
                     ),
                 });
             }
