@@ -33,3 +33,4 @@ demo:
 
 include e2e/cluster.mk
 include lint.mk
+include bench.mk

@@ -12,7 +12,7 @@ use futures::channel::mpsc;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{Patch, PatchParams};
+use kube::api::{PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{self, Action};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
@@ -27,7 +27,9 @@ use crate::hash::{source_label, MissingRequired, WorkloadHash};
 use crate::metrics::Metrics;
 use crate::policy;
 use crate::rollout::{patch_body, plan, Applied, Plan, RebaselineCause};
-use crate::store::{Evaluation, ReverseIndex, SourceKey, SourceObject, SourceStore, WorkloadKey};
+use crate::store::{
+    Evaluation, ReverseIndex, SourceKey, SourceObject, SourceRecord, SourceStore, WorkloadKey,
+};
 use crate::workload::{namespace_or_default, Workload};
 
 /// Secrets Helm uses to store releases: large, never consumed by applications, and the reason
@@ -196,18 +198,23 @@ pub async fn run(shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
     for namespace in shared.settings.scope.namespaces() {
         let (config_maps, secrets) = (
             api_for::<ConfigMap>(&shared.client, &namespace),
-            api_for::<Secret>(&shared.client, &namespace),
+            api_for::<PartialObjectMeta<Secret>>(&shared.client, &namespace),
         );
         let config_map_watch = watcher::Config::default().page_size(LIST_PAGE_SIZE);
         let secret_watch = config_map_watch.clone().fields(HELM_RELEASE_SECRETS);
         for (task, done) in [
-            spawn_source_watch(
+            spawn_source_watch::<ConfigMapData>(
                 config_maps,
                 config_map_watch,
                 namespace.clone(),
                 shared.clone(),
             ),
-            spawn_source_watch(secrets, secret_watch, namespace.clone(), shared.clone()),
+            spawn_source_watch::<SecretMetadata>(
+                secrets,
+                secret_watch,
+                namespace.clone(),
+                shared.clone(),
+            ),
         ] {
             tasks.push(task);
             ready.push(done);
@@ -263,34 +270,145 @@ where
     }
 }
 
-fn spawn_source_watch<K>(
-    api: Api<K>,
+/// What loading an added or changed source gave.
+enum Loaded {
+    Record(SourceRecord),
+    /// No workload consumes it: nothing of it is kept.
+    NotNeeded,
+    /// Reading it failed; the record already kept (if any) stays until the next event.
+    Failed,
+}
+
+/// How one kind of source is watched and reduced to records.
+trait SourceWatch: Send + Sync + 'static {
+    type Object: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + Debug
+        + Send
+        + 'static;
+    const KIND: SourceKind;
+
+    fn key(object: &Self::Object) -> SourceKey {
+        let metadata = object.meta();
+        SourceKey::new(
+            Self::KIND,
+            &namespace_or_default(metadata.namespace.clone()),
+            metadata.name.as_deref().unwrap_or_default(),
+        )
+    }
+
+    fn load(
+        object: Self::Object,
+        shared: &Shared,
+    ) -> impl std::future::Future<Output = Loaded> + Send;
+}
+
+/// ConfigMaps are small: each one is digested as it arrives.
+struct ConfigMapData;
+
+impl SourceWatch for ConfigMapData {
+    type Object = ConfigMap;
+    const KIND: SourceKind = SourceKind::ConfigMap;
+
+    async fn load(object: ConfigMap, _: &Shared) -> Loaded {
+        Loaded::Record(object.into_record().1)
+    }
+}
+
+/// Secrets can be large (certificates, bundles, Helm-style payloads): the watch carries only
+/// their metadata, and a Secret's data is fetched only while a workload consumes it. Memory and
+/// traffic then follow the consumed Secrets, not every Secret in the cluster.
+struct SecretMetadata;
+
+impl SourceWatch for SecretMetadata {
+    type Object = PartialObjectMeta<Secret>;
+    const KIND: SourceKind = SourceKind::Secret;
+
+    async fn load(object: PartialObjectMeta<Secret>, shared: &Shared) -> Loaded {
+        let key = Self::key(&object);
+        if shared
+            .index
+            .read()
+            .expect("index lock")
+            .consumers(&key)
+            .is_empty()
+        {
+            return Loaded::NotNeeded;
+        }
+        let version = object.metadata.resource_version;
+        let known = shared
+            .store
+            .read()
+            .expect("store lock")
+            .get_key(&key)
+            .cloned();
+        match known {
+            Some(record) if version.is_some() && record.resource_version == version => {
+                Loaded::Record(record)
+            }
+            _ => shared.fetch_secret(&key).await,
+        }
+    }
+}
+
+impl Shared {
+    async fn fetch_secret(&self, key: &SourceKey) -> Loaded {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &key.namespace);
+        match api.get_opt(&key.name).await {
+            Ok(Some(secret)) => Loaded::Record(secret.into_record().1),
+            Ok(None) => Loaded::NotNeeded,
+            Err(problem) => {
+                warn!(secret = %format!("{}/{}", key.namespace, key.name), error = %problem, "cannot read Secret");
+                Loaded::Failed
+            }
+        }
+    }
+
+    /// Fetches the Secrets a workload consumes that the store has not loaded yet: at start-up,
+    /// and when a workload starts to reference a Secret nobody consumed before.
+    async fn load_consumed_secrets(&self, analysis: &WorkloadAnalysis) {
+        let wanted: Vec<SourceKey> = {
+            let store = self.store.read().expect("store lock");
+            analysis
+                .sources
+                .iter()
+                .filter(|source| source.kind == SourceKind::Secret)
+                .map(|source| SourceKey::new(SourceKind::Secret, &analysis.namespace, &source.name))
+                .filter(|key| store.get_key(key).is_none())
+                .collect()
+        };
+        for key in wanted {
+            if let Loaded::Record(record) = self.fetch_secret(&key).await {
+                self.store.write().expect("store lock").upsert(key, record);
+            }
+        }
+    }
+}
+
+fn spawn_source_watch<S: SourceWatch>(
+    api: Api<S::Object>,
     config: watcher::Config,
     namespace: Option<String>,
     shared: Arc<Shared>,
 ) -> (
     tokio::task::JoinHandle<()>,
     tokio::sync::oneshot::Receiver<()>,
-)
-where
-    K: SourceObject,
-{
+) {
     let (ready, done) = tokio::sync::oneshot::channel();
-    let task = tokio::spawn(watch_sources(api, config, namespace, shared, ready));
+    let task = tokio::spawn(watch_sources::<S>(api, config, namespace, shared, ready));
     (task, done)
 }
 
 /// Keeps the source store in step with one watch, and triggers the consumers of every source
 /// whose digests or metadata really changed.
-async fn watch_sources<K>(
-    api: Api<K>,
+async fn watch_sources<S: SourceWatch>(
+    api: Api<S::Object>,
     config: watcher::Config,
     namespace: Option<String>,
     shared: Arc<Shared>,
     ready: tokio::sync::oneshot::Sender<()>,
-) where
-    K: SourceObject,
-{
+) {
     let scope_name = namespace.clone().unwrap_or_else(|| "all namespaces".into());
     let mut ready = Some(ready);
     let mut listed: Option<HashSet<SourceKey>> = None;
@@ -299,44 +417,50 @@ async fn watch_sources<K>(
         let event = match event {
             Ok(event) => event,
             Err(problem) => {
-                shared.metrics.watch_error(K::KIND.as_str());
+                shared.metrics.watch_error(S::KIND.as_str());
                 if is_forbidden(&problem) {
                     let message = format!(
                         "cannot list {}s in {scope_name}: forbidden by RBAC",
-                        K::KIND
+                        S::KIND
                     );
-                    error!(kind = %K::KIND, namespace = %scope_name, "{message}");
+                    error!(kind = %S::KIND, namespace = %scope_name, "{message}");
                     shared
                         .unreadable
                         .write()
                         .expect("unreadable lock")
-                        .insert((K::KIND, namespace.clone()), message);
+                        .insert((S::KIND, namespace.clone()), message);
                     // Start anyway: workloads that need these sources get a Warning Event.
                     if let Some(ready) = ready.take() {
                         let _ = ready.send(());
                     }
                 } else {
-                    warn!(kind = %K::KIND, namespace = %scope_name, error = %problem, "watch failed; retrying");
+                    warn!(kind = %S::KIND, namespace = %scope_name, error = %problem, "watch failed; retrying");
                 }
                 continue;
             }
         };
-        shared.metrics.watch_event(K::KIND.as_str());
+        shared.metrics.watch_event(S::KIND.as_str());
         let changed: Vec<SourceKey> = match event {
             watcher::Event::Init => {
                 listed = Some(HashSet::new());
                 Vec::new()
             }
             watcher::Event::InitApply(object) | watcher::Event::Apply(object) => {
-                let (key, record) = object.into_record();
+                let key = S::key(&object);
                 if let Some(listed) = listed.as_mut() {
                     listed.insert(key.clone());
                 }
-                let changed = shared
-                    .store
-                    .write()
-                    .expect("store lock")
-                    .upsert(key.clone(), record);
+                let loaded = S::load(object, &shared).await;
+                let mut store = shared.store.write().expect("store lock");
+                let changed = match loaded {
+                    Loaded::Record(record) => store.upsert(key.clone(), record),
+                    // Nobody consumes it, so nobody needs a trigger.
+                    Loaded::NotNeeded => {
+                        store.remove(&key);
+                        false
+                    }
+                    Loaded::Failed => false,
+                };
                 if changed {
                     vec![key]
                 } else {
@@ -344,7 +468,7 @@ async fn watch_sources<K>(
                 }
             }
             watcher::Event::Delete(object) => {
-                let (key, _) = object.into_record();
+                let key = S::key(&object);
                 let removed = shared.store.write().expect("store lock").remove(&key);
                 if removed {
                     vec![key]
@@ -355,7 +479,7 @@ async fn watch_sources<K>(
             watcher::Event::InitDone => {
                 let listed = listed.take().unwrap_or_default();
                 let gone = shared.store.write().expect("store lock").retain_listed(
-                    K::KIND,
+                    S::KIND,
                     namespace.as_deref(),
                     &listed,
                 );
@@ -363,9 +487,9 @@ async fn watch_sources<K>(
                     .unreadable
                     .write()
                     .expect("unreadable lock")
-                    .remove(&(K::KIND, namespace.clone()));
+                    .remove(&(S::KIND, namespace.clone()));
                 if let Some(ready) = ready.take() {
-                    info!(kind = %K::KIND, namespace = %scope_name, objects = listed.len(), "listed");
+                    info!(kind = %S::KIND, namespace = %scope_name, objects = listed.len(), "listed");
                     let _ = ready.send(());
                 }
                 gone
@@ -529,6 +653,19 @@ fn assess<W: Workload>(workload: &W, shared: &Shared) -> Assessment {
 async fn reconcile<W: Workload>(workload: Arc<W>, shared: Arc<Shared>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
     let key = workload_key(&*workload);
+    // Indexed before the Secrets are fetched, so a change to one of them meanwhile is loaded by
+    // its watch instead of being dropped as unconsumed.
+    let first_look = shared
+        .store
+        .read()
+        .expect("store lock")
+        .evaluate(&*workload);
+    shared
+        .index
+        .write()
+        .expect("index lock")
+        .set(&key, &first_look.analysis);
+    shared.load_consumed_secrets(&first_look.analysis).await;
     let Assessment {
         analysis,
         hash,

@@ -42,6 +42,8 @@ pub struct SourceRecord {
     pub digests: SourceDigests,
     /// A malformed `envroll.dev/ignore`, reported on the workloads that consume the object.
     pub annotation_problem: Option<String>,
+    /// The version the record was made from, so an unchanged object is not fetched again.
+    pub resource_version: Option<String>,
 }
 
 /// A workload's analysis and config hash, as of one look at the store.
@@ -82,6 +84,7 @@ fn record(
         meta,
         digests,
         annotation_problem: problem.map(|p| p.to_string()),
+        resource_version: metadata.resource_version.clone(),
     };
     (key, record)
 }
@@ -150,6 +153,10 @@ impl SourceStore {
 
     pub fn remove(&mut self, key: &SourceKey) -> bool {
         self.sources.remove(key).is_some()
+    }
+
+    pub fn get_key(&self, key: &SourceKey) -> Option<&SourceRecord> {
+        self.sources.get(key)
     }
 
     pub fn get(&self, kind: SourceKind, namespace: &str, name: &str) -> Option<&SourceRecord> {
