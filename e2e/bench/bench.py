@@ -63,9 +63,9 @@ PROFILES = {
         idle_seconds=300, burst=1000, restart_changes=10, burst_concurrency=16, settle_seconds=10,
     ),
     "quick": dict(
-        namespaces=4, deployments=60, updates=40, spacing_ms=200,
-        bystander_secrets=120, secret_kib=100, bystander_configmaps=300,
-        idle_seconds=60, burst=60, restart_changes=10, burst_concurrency=8, settle_seconds=4,
+        namespaces=4, deployments=40, updates=30, spacing_ms=200,
+        bystander_secrets=80, secret_kib=100, bystander_configmaps=200,
+        idle_seconds=60, burst=40, restart_changes=10, burst_concurrency=8, settle_seconds=3,
     ),
 }
 VERBS = ["get", "list", "watch", "create", "update", "patch", "delete"]
