@@ -540,6 +540,7 @@ async fn run_controller<W: Workload>(
     let forget = shared.clone();
     let workloads = watcher(api, watcher::Config::default())
         .default_backoff()
+        .modify(forget_unused_fields)
         .inspect(move |event| {
             if let Ok(watcher::Event::Delete(workload)) = event {
                 forget.forget(&workload_key(workload));
@@ -573,6 +574,16 @@ async fn run_controller<W: Workload>(
             futures::future::ready(())
         })
         .await;
+}
+
+/// The cached copy of a workload keeps what decisions need (metadata and the pod template):
+/// field-manager bookkeeping and kubectl's copy of the last applied manifest are dropped, as they
+/// can be as large as the workload itself.
+fn forget_unused_fields<W: Workload>(workload: &mut W) {
+    workload.managed_fields_mut().clear();
+    workload
+        .annotations_mut()
+        .remove("kubectl.kubernetes.io/last-applied-configuration");
 }
 
 fn workload_key<W: Workload>(workload: &W) -> WorkloadKey {
