@@ -8,6 +8,10 @@
 #                        (the cluster is deleted even when the tests fail; the
 #                        tests' exit code is make's exit code)
 #
+# The end-to-end tests are #[ignore]d, so that a plain `cargo test` never
+# counts them as passed. --include-ignored runs them here, and with them the
+# few tests of tests/common that need no cluster.
+#
 # E2E_TESTS selects the integration-test targets (a cargo --test glob) and
 # E2E_CARGO_FLAGS adds cargo flags, e.g. make e2e E2E_CARGO_FLAGS='--locked --release';
 # E2E_TEST_ARGS goes to the test harness, e.g. E2E_TEST_ARGS=--nocapture.
@@ -40,5 +44,5 @@ cluster-status:
 e2e:
 	$(E2E_DIR)/components build
 	$(CARGO) test $(E2E_CARGO_FLAGS) --test '$(E2E_TESTS)' --no-run
-	$(E2E_DIR)/cluster run sh -c "$(CARGO) test $(E2E_CARGO_FLAGS) --test '$(E2E_TESTS)' -- $(E2E_TEST_ARGS) && \
-	  ENVROLL_E2E_IDENTITY=cluster-wide $(CARGO) test $(E2E_CARGO_FLAGS) --test e2e_operator -- $(E2E_TEST_ARGS)"
+	$(E2E_DIR)/cluster run sh -c "$(CARGO) test $(E2E_CARGO_FLAGS) --test '$(E2E_TESTS)' -- --include-ignored $(E2E_TEST_ARGS) && \
+	  ENVROLL_E2E_IDENTITY=cluster-wide $(CARGO) test $(E2E_CARGO_FLAGS) --test e2e_operator -- --include-ignored $(E2E_TEST_ARGS)"

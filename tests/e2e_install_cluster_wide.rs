@@ -27,13 +27,9 @@ use common::TestNamespace;
 const LEASE_SECONDS: u64 = 6;
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a cluster: make e2e"]
 async fn cluster_wide_install_runs_with_its_service_account_and_hands_over_leadership() -> Result<()>
 {
-    if !common::e2e_enabled(
-        "cluster_wide_install_runs_with_its_service_account_and_hands_over_leadership",
-    ) {
-        return Ok(());
-    }
     let client = common::client().await?;
     kubectl(&["apply", "-k", "manifests/cluster-wide"], None)?;
     let identity = service_account_kubeconfig_file("envroll", "envroll")?;

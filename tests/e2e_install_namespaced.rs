@@ -40,10 +40,8 @@ fn is_forbidden<T>(result: &Result<T, kube::Error>) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a cluster: make e2e"]
 async fn namespaced_install_reads_only_the_watched_namespace() -> Result<()> {
-    if !common::e2e_enabled("namespaced_install_reads_only_the_watched_namespace") {
-        return Ok(());
-    }
     let client = common::client().await?;
     let operator_ns = TestNamespace::create(&client, "install-op").await?;
     let watched = TestNamespace::create(&client, "install-apps").await?;

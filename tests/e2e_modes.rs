@@ -24,10 +24,8 @@ fn env_from(config_map: &str) -> serde_json::Value {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a cluster: make e2e"]
 async fn dry_run_reports_the_rollout_and_patches_nothing() -> Result<()> {
-    if !common::e2e_enabled("dry_run_reports_the_rollout_and_patches_nothing") {
-        return Ok(());
-    }
     let client = common::client().await?;
     let ns = TestNamespace::create(&client, "dry-run").await?;
     let config_maps: Api<ConfigMap> = ns.api();
@@ -74,10 +72,8 @@ async fn dry_run_reports_the_rollout_and_patches_nothing() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a cluster: make e2e"]
 async fn on_delete_workloads_roll_out_with_a_warning() -> Result<()> {
-    if !common::e2e_enabled("on_delete_workloads_roll_out_with_a_warning") {
-        return Ok(());
-    }
     let client = common::client().await?;
     let ns = TestNamespace::create(&client, "on-delete").await?;
     let config_maps: Api<ConfigMap> = ns.api();

@@ -53,12 +53,8 @@ async fn wait_namespace_gone(client: &kube::Client, name: &str) -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a cluster: make e2e"]
 async fn readme_walkthrough_namespaced_install_annotate_events_plugin_uninstall() -> Result<()> {
-    if !common::e2e_enabled(
-        "readme_walkthrough_namespaced_install_annotate_events_plugin_uninstall",
-    ) {
-        return Ok(());
-    }
     let client = common::client().await?;
     kubectl(
         &[

@@ -152,10 +152,8 @@ async fn assert_pods_ready_on_kwok_nodes(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster: make e2e"]
 async fn deployment_rolls_out_and_rolls_again_on_template_change() -> Result<()> {
-    if !common::e2e_enabled("deployment_rolls_out_and_rolls_again_on_template_change") {
-        return Ok(());
-    }
     let client = common::client().await?;
     let ns = TestNamespace::create(&client, "smoke").await?;
     let name = "smoke";
@@ -257,10 +255,8 @@ async fn deployment_rolls_out_and_rolls_again_on_template_change() -> Result<()>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster: make e2e"]
 async fn service_account_token_gets_exactly_its_rbac() -> Result<()> {
-    if !common::e2e_enabled("service_account_token_gets_exactly_its_rbac") {
-        return Ok(());
-    }
     let client = common::client().await?;
     let ns = TestNamespace::create(&client, "rbac").await?;
     let sa_name = "reader";

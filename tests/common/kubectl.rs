@@ -68,6 +68,11 @@ pub fn kubectl(args: &[&str], stdin: Option<&str>) -> Result<String> {
     Ok(stdout)
 }
 
+/// `kubectl apply -f -` of a multi-document manifest into `namespace`.
+pub fn apply(namespace: &str, manifest: &str) -> Result<()> {
+    kubectl(&["apply", "-n", namespace, "-f", "-"], Some(manifest)).map(|_| ())
+}
+
 /// A kubeconfig file that authenticates as `namespace/service_account` (see
 /// [`super::service_account_kubeconfig`]), for an operator process that must run with exactly the
 /// RBAC the manifests grant.
@@ -107,6 +112,29 @@ pub fn operator_identity(watched: &[String]) -> Result<Option<PathBuf>> {
         (other, _) => anyhow::bail!(
             "ENVROLL_E2E_IDENTITY={other:?}: expected namespaced, cluster-wide or admin"
         ),
+    }
+}
+
+/// Where the identity of an operator watching `watched` (see [`operator_identity`]) may hold its
+/// leader-election Lease: the namespaced identity is granted the install's leader-election Role in
+/// its own namespace, the cluster-wide one has it in `envroll`.
+pub fn lease_namespace(watched: &[String]) -> Result<String> {
+    let mode = std::env::var("ENVROLL_E2E_IDENTITY").unwrap_or_else(|_| "namespaced".into());
+    match (mode.as_str(), watched.first()) {
+        ("namespaced", Some(home)) => {
+            let role =
+                std::fs::read_to_string(repo_root().join("manifests/base/leader-election.yaml"))?;
+            kubectl(
+                &["apply", "-f", "-"],
+                Some(&move_namespaced(&role, home, home)),
+            )?;
+            Ok(home.clone())
+        }
+        ("admin", Some(home)) => Ok(home.clone()),
+        _ => {
+            cluster_wide_identity()?;
+            Ok("envroll".into())
+        }
     }
 }
 

@@ -2,8 +2,9 @@
 //!
 //! The end-to-end tests talk to a real Kubernetes control plane, normally the
 //! local one made by `e2e/cluster up` (or `make e2e`), found through
-//! `$KUBECONFIG`. Without `$KUBECONFIG` every test prints a loud notice and
-//! returns early, so a plain `cargo test` stays self-contained.
+//! `$KUBECONFIG`. They are `#[ignore]`d, so a plain `cargo test` lists them as
+//! ignored instead of running them; `make e2e` runs them with `--include-ignored`.
+//! Run without `$KUBECONFIG`, they fail (see [`client`]).
 //!
 //! Each test works in its own namespace ([`TestNamespace`]), which is deleted
 //! when the value is dropped, whether the test passed or panicked. Set
@@ -34,6 +35,7 @@ use kube::runtime::wait::{await_condition, Condition};
 use kube::{Api, Client, Config, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
+pub mod case;
 pub mod kubectl;
 pub mod operator;
 pub mod workloads;
@@ -45,25 +47,16 @@ pub const KWOK_NODE_ANNOTATION: &str = "kwok.x-k8s.io/node";
 /// find: `kubectl get ns -l envroll.dev/e2e=true`.
 pub const TEST_NAMESPACE_LABEL: &str = "envroll.dev/e2e";
 
-/// Returns `true` when an end-to-end test can run. Otherwise prints a loud
-/// notice to stderr naming the skipped test, and returns `false`; the caller
-/// then returns early.
-pub fn e2e_enabled(test: &str) -> bool {
-    if std::env::var_os("KUBECONFIG").is_some_and(|v| !v.is_empty()) {
-        return true;
-    }
-    eprintln!();
-    eprintln!("==================================================================");
-    eprintln!("  SKIPPED end-to-end test `{test}`: KUBECONFIG is not set.");
-    eprintln!("  Run `make e2e`, or `eval \"$(e2e/cluster up)\"` and then");
-    eprintln!("  `cargo test --test 'e2e_*'`, to run it against a local cluster.");
-    eprintln!("==================================================================");
-    eprintln!();
-    false
-}
-
-/// A client for the cluster named by `$KUBECONFIG`.
+/// A client for the cluster named by `$KUBECONFIG`, the first thing every
+/// end-to-end test asks for. Without `$KUBECONFIG` it fails rather than fall
+/// back to `~/.kube/config`, which may well be a real cluster.
 pub async fn client() -> Result<Client> {
+    if std::env::var_os("KUBECONFIG").is_none_or(|v| v.is_empty()) {
+        bail!(
+            "this end-to-end test needs a cluster and $KUBECONFIG is not set: run `make e2e`, \
+             or `eval \"$(e2e/cluster up)\"` and then `cargo test --test 'e2e_*' -- --ignored`"
+        );
+    }
     Client::try_default()
         .await
         .context("building a Kubernetes client from $KUBECONFIG")

@@ -32,6 +32,7 @@ pub struct OperatorConfig {
     namespaces: Vec<String>,
     debounce: Option<String>,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
     kubeconfig: Option<PathBuf>,
 }
 
@@ -43,6 +44,7 @@ impl OperatorConfig {
             namespaces: namespaces.iter().map(|ns| ns.to_string()).collect(),
             debounce: Some("500ms".into()),
             extra: Vec::new(),
+            env: Vec::new(),
             kubeconfig: None,
         }
     }
@@ -54,8 +56,15 @@ impl OperatorConfig {
             namespaces: Vec::new(),
             debounce: Some("500ms".into()),
             extra: Vec::new(),
+            env: Vec::new(),
             kubeconfig: None,
         }
+    }
+
+    /// `--debounce <value>` instead of 500 ms.
+    pub fn debounce(mut self, value: &str) -> Self {
+        self.debounce = Some(value.to_string());
+        self
     }
 
     /// Leaves `--debounce` out, so the operator's default applies.
@@ -83,6 +92,13 @@ impl OperatorConfig {
         self
     }
 
+    /// Sets an environment variable of the process, as the install manifests set the
+    /// operator's settings.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
     /// The arguments after the binary's name.
     pub fn args(&self) -> Vec<String> {
         let mut args = vec!["run".to_string()];
@@ -107,7 +123,7 @@ impl OperatorConfig {
             Some(path) => Some(path.clone()),
             None => super::kubectl::operator_identity(&self.namespaces)?,
         };
-        Operator::spawn(&self.label, &self.args(), kubeconfig.as_deref())
+        Operator::spawn(&self.label, &self.args(), &self.env, kubeconfig.as_deref())
     }
 
     /// Spawns the operator and waits until it is ready (see [`Operator::wait_ready`]).
@@ -116,6 +132,35 @@ impl OperatorConfig {
         operator.wait_ready(READY_TIMEOUT).await?;
         Ok(operator)
     }
+}
+
+/// `envroll explain TARGET -n NAMESPACE -o OUTPUT` on the live cluster, as the identity of
+/// `kubeconfig` (default: `$KUBECONFIG`). Returns stdout; fails when the command does.
+pub fn explain(
+    target: &str,
+    namespace: &str,
+    output: &str,
+    kubeconfig: Option<&Path>,
+) -> Result<String> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_envroll"));
+    if let Some(kubeconfig) = kubeconfig {
+        command.env("KUBECONFIG", kubeconfig);
+    }
+    let result = command
+        .args(["explain", target, "-n", namespace, "-o", output])
+        .env("NO_COLOR", "1")
+        .output()
+        .context("running envroll explain")?;
+    let stdout = String::from_utf8_lossy(&result.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    eprintln!("envroll explain {target} -n {namespace} -o {output}:\n{stdout}{stderr}");
+    if !result.status.success() {
+        bail!(
+            "envroll explain {target} failed ({}): {stderr}",
+            result.status
+        );
+    }
+    Ok(stdout)
 }
 
 /// A running `envroll run` process.
@@ -129,7 +174,12 @@ pub struct Operator {
 
 impl Operator {
     /// Starts `envroll <args>`, collecting its stderr line by line.
-    pub fn spawn(label: &str, args: &[String], kubeconfig: Option<&Path>) -> Result<Self> {
+    pub fn spawn(
+        label: &str,
+        args: &[String],
+        env: &[(String, String)],
+        kubeconfig: Option<&Path>,
+    ) -> Result<Self> {
         let binary = env!("CARGO_BIN_EXE_envroll");
         eprintln!("[envroll {label}] starting: {binary} {}", args.join(" "));
         // envroll's own debug lines (conflicts, triggers) help when a test
@@ -141,6 +191,7 @@ impl Operator {
         }
         let mut child = command
             .args(args)
+            .envs(env.iter().map(|(key, value)| (key, value)))
             .env("RUST_LOG", filter)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -288,12 +339,8 @@ impl Operator {
         Ok(())
     }
 
-    /// Sends SIGTERM and waits for the process to exit; kills it if it does
-    /// not exit within 30 s (and fails).
-    pub async fn stop(&mut self) -> Result<ExitStatus> {
-        if let Some(status) = self.exited()? {
-            return Ok(status);
-        }
+    /// Sends SIGTERM, as Kubernetes does to a pod it stops, and returns at once.
+    pub fn terminate(&mut self) -> Result<()> {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill")
             .args(["-TERM", &pid])
@@ -302,6 +349,16 @@ impl Operator {
         if !sent.success() {
             bail!("kill -TERM {pid} failed: {sent}");
         }
+        Ok(())
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; kills it if it does
+    /// not exit within 30 s (and fails).
+    pub async fn stop(&mut self) -> Result<ExitStatus> {
+        if let Some(status) = self.exited()? {
+            return Ok(status);
+        }
+        self.terminate()?;
         let deadline = Instant::now() + STOP_TIMEOUT;
         loop {
             if let Some(status) = self.exited()? {

@@ -104,6 +104,22 @@ pub fn daemonset(name: &str, annotations: &[(&str, &str)], pod_spec: Value) -> D
     }))
 }
 
+/// Input for [`super::kubectl::apply`]: the ConfigMap `web-env` (`LEVEL: level`), then the
+/// managed Deployment `web` running `image` and reading `web-env` through `envFrom`. Applied as
+/// one, the ConfigMap changes just before the pod template, as in a typical release.
+pub fn web_manifest(level: &str, image: &str) -> String {
+    let spec = json!({ "containers": [container(json!({
+        "image": image,
+        "envFrom": [{ "configMapRef": { "name": "web-env" } }]
+    }))] });
+    [
+        serde_json::to_string_pretty(&config_map("web-env", &[("LEVEL", level)])),
+        serde_json::to_string_pretty(&deployment("web", &[("envroll.dev/auto", "true")], spec)),
+    ]
+    .map(|doc| doc.expect("test objects serialize"))
+    .join("\n---\n")
+}
+
 fn pod_template(name: &str, pod_spec: Value) -> Value {
     let mut spec = json!({ "terminationGracePeriodSeconds": 0 });
     merge(&mut spec, pod_spec);
