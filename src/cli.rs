@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use crate::controller::Scope;
+use crate::debounce::Debounce;
 use crate::explain::OutputFormat;
 
 #[derive(Debug, Parser)]
@@ -77,6 +78,12 @@ pub struct RunArgs {
     #[arg(long, env = "ENVROLL_DEBOUNCE", default_value = "2s", value_parser = humantime::parse_duration)]
     pub debounce: Duration,
 
+    /// A workload whose sources keep changing is decided at the latest this long after the
+    /// first undecided change, so a source that never stops changing still rolls out. Default:
+    /// ten times --debounce.
+    #[arg(long, env = "ENVROLL_DEBOUNCE_MAX_WAIT", value_parser = humantime::parse_duration)]
+    pub debounce_max_wait: Option<Duration>,
+
     /// Workloads reconciled at the same time, per kind and namespace scope: bounds the load a burst
     /// of changes puts on the API server.
     #[arg(long, env = "ENVROLL_CONCURRENCY", default_value_t = 8)]
@@ -113,13 +120,24 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    pub fn debounce(&self) -> Debounce {
+        match self.debounce_max_wait {
+            Some(max_wait) => Debounce {
+                quiet: self.debounce,
+                max_wait: max_wait.max(self.debounce),
+            },
+            None => Debounce::with_default_max_wait(self.debounce),
+        }
+    }
+
     pub fn scope(&self) -> Result<Scope, String> {
-        let namespaces: Vec<String> = self
-            .namespaces
-            .iter()
-            .map(|ns| ns.trim().to_string())
-            .filter(|ns| !ns.is_empty())
-            .collect();
+        // A namespace named twice would get two sets of watches, and every event twice.
+        let mut namespaces: Vec<String> = Vec::new();
+        for namespace in self.namespaces.iter().map(|ns| ns.trim()) {
+            if !namespace.is_empty() && !namespaces.iter().any(|known| known == namespace) {
+                namespaces.push(namespace.to_string());
+            }
+        }
         if !namespaces.is_empty() {
             return Ok(Scope::Namespaces(namespaces));
         }
@@ -160,6 +178,26 @@ mod tests {
             Ok(Scope::Namespaces(vec!["a".into(), "b".into()]))
         );
         assert_eq!(args.debounce, Duration::ZERO);
+    }
+
+    #[test]
+    fn a_namespace_named_twice_is_watched_once() {
+        let args = run_args(&["--namespaces", "a,b, a,,b"]);
+        assert_eq!(
+            args.scope(),
+            Ok(Scope::Namespaces(vec!["a".into(), "b".into()]))
+        );
+    }
+
+    #[test]
+    fn the_maximum_wait_defaults_to_ten_debounces_and_is_never_shorter() {
+        let second = Duration::from_secs(1);
+        let default = run_args(&[]).debounce();
+        assert_eq!((default.quiet, default.max_wait), (2 * second, 20 * second));
+        let set = run_args(&["--debounce", "2s", "--debounce-max-wait", "6s"]).debounce();
+        assert_eq!((set.quiet, set.max_wait), (2 * second, 6 * second));
+        let shorter = run_args(&["--debounce", "2s", "--debounce-max-wait", "1s"]).debounce();
+        assert_eq!(shorter.max_wait, 2 * second);
     }
 
     #[test]

@@ -4,7 +4,9 @@
 pub mod analysis;
 pub mod cli;
 pub mod controller;
+pub mod debounce;
 pub mod explain;
+pub mod fingerprint;
 pub mod hash;
 pub mod leader;
 pub mod live;

@@ -11,9 +11,9 @@ use serde::Serialize;
 use crate::analysis::{SourceKind, WorkloadAnalysis, WorkloadKind};
 use crate::explain::render_table;
 use crate::policy;
-use crate::rollout::{plan, Applied};
-use crate::store::{Evaluation, SourceObject, SourceStore};
-use crate::workload::{analyse_workload, Workload};
+use crate::rollout::{decide, Applied, Decision, Template};
+use crate::store::{config_map_record, secret_record, SourceKey, SourceRecord, SourceStore};
+use crate::workload::{analyse_workload, Observed, Workload};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LiveError {
@@ -83,8 +83,9 @@ async fn explain_workload<W: Workload>(
     namespace: &str,
     name: &str,
 ) -> Result<LiveExplanation, LiveError> {
-    let api: Api<W> = Api::namespaced(client.clone(), namespace);
-    let workload = api
+    // Read as the operator watches it, so the template fingerprint is the operator's.
+    let api: Api<Observed<W>> = Api::namespaced(client.clone(), namespace);
+    let observed = api
         .get_opt(name)
         .await
         .map_err(|source| LiveError::Api {
@@ -96,26 +97,21 @@ async fn explain_workload<W: Workload>(
             namespace: namespace.to_string(),
             name: name.to_string(),
         })?;
+    let workload = &observed.workload;
     let mut store = SourceStore::default();
-    let mut problems = Vec::new();
-    for source in analyse_workload(&workload, |_, _| None).sources {
-        let fetched = match source.kind {
-            SourceKind::ConfigMap => {
-                fetch::<ConfigMap>(&client, namespace, &source.name, &mut store).await
+    for source in analyse_workload(workload, |_, _| None).sources {
+        let key = SourceKey::new(source.kind, namespace, &source.name);
+        match read(&client, &key).await {
+            Ok(Some(record)) => {
+                store.record_read(key, record);
             }
-            SourceKind::Secret => {
-                fetch::<Secret>(&client, namespace, &source.name, &mut store).await
-            }
-        };
-        if let Err(problem) = fetched {
-            problems.push(format!(
-                "cannot read {} {}: {problem}",
-                source.kind, source.name
-            ));
+            Ok(None) => {}
+            Err(reason) => store.record_failed_read(key, reason),
         }
     }
-    let Evaluation { mut analysis, hash } = store.evaluate(&workload);
-    analysis.warnings.extend(problems);
+    let mut analysis = analyse_workload(workload, |kind, name| {
+        store.meta(&SourceKey::new(kind, namespace, name))
+    });
     if workload.updates_on_delete() {
         analysis.warnings.push(
             "updateStrategy is OnDelete: a rollout changes the template, but pods restart only when deleted".into(),
@@ -133,9 +129,29 @@ async fn explain_workload<W: Workload>(
             None
         });
     let applied_hash = baseline.as_ref().map(|b| b.hash.clone());
-    let (config_hash, rollout_pending, status) = match (&hash, analysis.managed) {
-        (_, false) => (None, false, "not managed".to_string()),
-        (Err(missing), true) => {
+    // Whether a template edit came after a config change is known only to the operator, which
+    // watched it happen: here the order is unknown, as after a restart.
+    let template = Template {
+        fingerprint: &observed.template_fingerprint,
+        edited_at: None,
+    };
+    let decision = decide(&analysis, template, baseline.as_ref(), |kind, name| {
+        store.view(&SourceKey::new(kind, namespace, name))
+    });
+    let (config_hash, rollout_pending, status) = match decision {
+        Decision::Unmanaged => (None, false, "not managed".to_string()),
+        Decision::Wait(unknown) => {
+            let names: Vec<String> = unknown
+                .iter()
+                .map(|s| format!("{} {} ({})", s.kind, s.name, s.reason))
+                .collect();
+            let status = format!(
+                "unknown: could not read {}; no decision until it can be read",
+                names.join(", ")
+            );
+            (None, false, status)
+        }
+        Decision::Blocked(missing) => {
             let names: Vec<String> = missing
                 .sources
                 .iter()
@@ -147,15 +163,7 @@ async fn explain_workload<W: Workload>(
             );
             (None, false, status)
         }
-        (Ok(hash), true) => {
-            let template = workload.template().cloned().unwrap_or_default();
-            let decision = plan(baseline.as_ref(), &Applied::current(hash, &template));
-            (
-                Some(hash.total.clone()),
-                decision.rolls_out(),
-                decision.describe(),
-            )
-        }
+        Decision::Act { plan, applied } => (Some(applied.hash), plan.rolls_out(), plan.describe()),
     };
     Ok(LiveExplanation {
         analysis,
@@ -167,18 +175,26 @@ async fn explain_workload<W: Workload>(
     })
 }
 
-async fn fetch<K: SourceObject>(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    store: &mut SourceStore,
-) -> Result<(), kube::Error> {
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    if let Some(object) = api.get_opt(name).await? {
-        let (key, record) = object.into_record();
-        store.upsert(key, record);
+/// Reads one source: `Ok(None)` when it does not exist, `Err` with the reason when it cannot be
+/// read (for example when the caller may not read Secrets).
+async fn read(client: &Client, key: &SourceKey) -> Result<Option<SourceRecord>, String> {
+    let could_not_read = |problem: kube::Error| problem.to_string();
+    match key.kind {
+        SourceKind::ConfigMap => {
+            let api: Api<ConfigMap> = Api::namespaced(client.clone(), &key.namespace);
+            let found = api.get_opt(&key.name).await.map_err(could_not_read)?;
+            Ok(found.map(|object| config_map_record(&object).1))
+        }
+        SourceKind::Secret => {
+            let api: Api<Secret> = Api::namespaced(client.clone(), &key.namespace);
+            match api.get_opt(&key.name).await.map_err(could_not_read)? {
+                Some(object) => secret_record(&object)
+                    .map(|(_, record)| Some(record))
+                    .map_err(|problem| problem.to_string()),
+                None => Ok(None),
+            }
+        }
     }
-    Ok(())
 }
 
 pub fn render_live_table(explanation: &LiveExplanation) -> String {

@@ -7,7 +7,7 @@ use clap::Parser;
 use tracing::{error, info};
 
 use envroll::cli::{Cli, Command, ExplainArgs, RunArgs};
-use envroll::controller::{self, Settings, Shared};
+use envroll::controller::{self, Context, Settings};
 use envroll::explain::{render_json, render_table, OutputFormat};
 use envroll::leader::{self, LeaseSettings};
 use envroll::live::{self, render_live_table};
@@ -47,7 +47,7 @@ async fn run(args: RunArgs) -> ExitCode {
     let settings = Settings {
         scope,
         dry_run: args.dry_run,
-        debounce: args.debounce,
+        debounce: args.debounce(),
         concurrency: args.concurrency,
     };
     let metrics = Arc::new(Metrics::default());
@@ -105,9 +105,21 @@ async fn run(args: RunArgs) -> ExitCode {
             }
         });
     }
-    let shared = Arc::new(Shared::new(client, settings, metrics, &args.identity));
-    controller::run(shared, stopped).await;
-    drop(leadership);
+    let guard = leadership
+        .as_ref()
+        .map(|leadership| leadership.guard.clone());
+    let context = Arc::new(Context::new(
+        client,
+        settings,
+        metrics,
+        &args.identity,
+        guard,
+    ));
+    controller::run(context, stopped).await;
+    // Released only now that no reconcile is patching any more.
+    if let Some(leadership) = leadership {
+        leadership.release().await;
+    }
     finish(server, &args, stop, lost_leadership.load(Ordering::SeqCst)).await
 }
 

@@ -40,6 +40,8 @@ pub struct Metrics {
     reconcile_errors: Family<ErrorLabels, Counter>,
     watch_events: Family<WatchLabels, Counter>,
     watch_errors: Family<WatchLabels, Counter>,
+    source_fetches: Family<WatchLabels, Counter>,
+    source_fetch_errors: Family<ReasonLabels, Counter>,
     reconcile_duration: Histogram,
     managed_workloads: Gauge,
     tracked_sources: Gauge,
@@ -54,6 +56,8 @@ impl Default for Metrics {
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
         let watch_events = Family::<WatchLabels, Counter>::default();
         let watch_errors = Family::<WatchLabels, Counter>::default();
+        let source_fetches = Family::<WatchLabels, Counter>::default();
+        let source_fetch_errors = Family::<ReasonLabels, Counter>::default();
         let reconcile_duration = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
         let managed_workloads = Gauge::default();
         let tracked_sources = Gauge::default();
@@ -83,13 +87,23 @@ impl Default for Metrics {
             watch_errors.clone(),
         );
         registry.register(
+            "source_fetches",
+            "Reads of a consumed source's data (Secrets are watched by metadata only), by kind",
+            source_fetches.clone(),
+        );
+        registry.register(
+            "source_fetch_errors",
+            "Failed reads of a consumed source's data, by reason; its consumers wait and retry",
+            source_fetch_errors.clone(),
+        );
+        registry.register(
             "reconcile_duration_seconds",
             "Time spent deciding and applying one workload",
             reconcile_duration.clone(),
         );
         registry.register(
             "managed_workloads",
-            "Workloads in the reverse index",
+            "Workloads that opted in to envroll",
             managed_workloads.clone(),
         );
         registry.register(
@@ -104,6 +118,8 @@ impl Default for Metrics {
             reconcile_errors,
             watch_events,
             watch_errors,
+            source_fetches,
+            source_fetch_errors,
             reconcile_duration,
             managed_workloads,
             tracked_sources,
@@ -156,6 +172,22 @@ impl Metrics {
             .inc();
     }
 
+    pub fn source_fetch(&self, kind: &str) {
+        self.source_fetches
+            .get_or_create(&WatchLabels {
+                kind: kind.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn source_fetch_error(&self, reason: &str) {
+        self.source_fetch_errors
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
     pub fn observe_reconcile(&self, elapsed: Duration) {
         self.reconcile_duration.observe(elapsed.as_secs_f64());
     }
@@ -196,6 +228,8 @@ mod tests {
         metrics.skipped("template_changed");
         metrics.reconcile_error("patch");
         metrics.set_managed_workloads(3);
+        metrics.source_fetch("Secret");
+        metrics.source_fetch_error("throttled");
         let text = metrics.encode();
         assert!(
             text.contains("envroll_rollouts_total{kind=\"Deployment\",namespace=\"shop\",source_kind=\"ConfigMap\",dry_run=\"false\"} 1"),
@@ -204,6 +238,8 @@ mod tests {
         assert!(text.contains("envroll_skipped_changes_total{reason=\"template_changed\"} 1"));
         assert!(text.contains("envroll_reconcile_errors_total{error=\"patch\"} 1"));
         assert!(text.contains("envroll_managed_workloads 3"));
+        assert!(text.contains("envroll_source_fetches_total{kind=\"Secret\"} 1"));
+        assert!(text.contains("envroll_source_fetch_errors_total{reason=\"throttled\"} 1"));
         assert!(text.contains("envroll_reconcile_duration_seconds_bucket"));
     }
 }

@@ -1,32 +1,34 @@
-//! Deciding what to do with a workload, given the hash computed now and the baseline the operator
-//! recorded the last time it acted. Pure: the controller applies the plan.
+//! Deciding what to do with a workload, from plain values: its analysis, what is known of each
+//! source, its pod template's fingerprint and envroll's recorded baseline. Pure: the controller
+//! gathers the inputs and applies the decision.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::PodTemplateSpec;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
-use crate::hash::WorkloadHash;
+use crate::analysis::{SourceKind, WorkloadAnalysis};
+use crate::fingerprint;
+use crate::hash::{source_label, workload_hash, MissingRequired, WorkloadHash};
 use crate::policy;
+use crate::store::SourceView;
 
 /// The baseline, stored as JSON in the workload's `envroll.dev/applied` annotation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
     /// The config hash last written to (or adopted for) the pod template.
     pub hash: String,
-    /// The template's fingerprint at that time, without envroll's own annotation.
+    /// The template's fingerprint at that time (`fingerprint::template_fingerprint`).
     pub template: String,
     /// `Kind/name` → short hash of each rollout source at that time.
     pub sources: BTreeMap<String, String>,
 }
 
 impl Applied {
-    pub fn current(hash: &WorkloadHash, template: &PodTemplateSpec) -> Self {
+    pub fn current(hash: &WorkloadHash, template_fingerprint: &str) -> Self {
         Applied {
             hash: hash.total.clone(),
-            template: template_fingerprint(template),
+            template: template_fingerprint.to_string(),
             sources: hash.sources.clone(),
         }
     }
@@ -47,26 +49,14 @@ impl Applied {
     }
 }
 
-/// A digest of the pod template as the user wrote it: envroll's own annotation is left out so
-/// that a rollout by envroll does not look like a template edit.
-pub fn template_fingerprint(template: &PodTemplateSpec) -> String {
-    let mut template = template.clone();
-    if let Some(annotations) = template
-        .metadata
-        .as_mut()
-        .and_then(|m| m.annotations.as_mut())
-    {
-        annotations.remove(policy::CONFIG_HASH);
-        if annotations.is_empty() {
-            if let Some(metadata) = template.metadata.as_mut() {
-                metadata.annotations = None;
-            }
-        }
-    }
-    let bytes = serde_json::to_vec(&template).expect("a pod template always serializes");
-    let mut fingerprint = hex::encode(Sha256::digest(bytes));
-    fingerprint.truncate(16);
-    fingerprint
+/// The pod template as the decision needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Template<'a> {
+    pub fingerprint: &'a str,
+    /// The revision of the edit that gave the template this fingerprint, when envroll watched
+    /// that edit happen. `None` when it was first seen already edited (after a start or a
+    /// re-list), so its order against config changes is not known.
+    pub edited_at: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,12 +65,24 @@ pub enum Plan {
     Adopt,
     /// Nothing changed since the baseline.
     UpToDate,
-    /// Something changed that does not need new pods from envroll: the template was edited (new
-    /// pods read fresh config anyway), or the set of rollout sources changed because of an
-    /// annotation. Record the new state without a rollout.
+    /// Something changed that does not need new pods from envroll. Record the new state.
     Rebaseline(RebaselineCause),
-    /// Consumed config changed and the template did not: roll out. Names the changed sources.
-    Rollout { changed: Vec<String> },
+    /// Consumed config changed and no pod started since has read it: roll out. Names the changed
+    /// sources; `template_edited` says the template was edited too, but not provably after them.
+    Rollout {
+        changed: Vec<String>,
+        template_edited: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RebaselineCause {
+    /// The template was edited and no config changed: its rollout is the user's.
+    TemplateChanged,
+    /// The template was edited after every config change: the pods it starts read the new config.
+    TemplateEditedAfterConfig,
+    /// The set of rollout sources changed (annotations or references), no source's data did.
+    SourcesChanged,
 }
 
 impl Plan {
@@ -94,31 +96,109 @@ impl Plan {
             Plan::Adopt => "not adopted yet: the current state will be recorded without a rollout".into(),
             Plan::UpToDate => "up to date".into(),
             Plan::Rebaseline(RebaselineCause::TemplateChanged) => {
-                "the pod template changed since the baseline: new pods read the current config, so the baseline is updated without an extra rollout".into()
+                "the pod template changed since the baseline and no consumed config did: the baseline is updated without a rollout".into()
+            }
+            Plan::Rebaseline(RebaselineCause::TemplateEditedAfterConfig) => {
+                "the pod template was edited after the config change: the pods it starts read the new config, so the baseline is updated without an extra rollout".into()
             }
             Plan::Rebaseline(RebaselineCause::SourcesChanged) => {
                 "the set of rollout sources changed (annotations or references): the baseline is updated without a rollout".into()
             }
-            Plan::Rollout { changed } => format!("rollout pending: {} changed", changed.join(", ")),
+            Plan::Rollout { changed, template_edited: false } => {
+                format!("rollout pending: {} changed", changed.join(", "))
+            }
+            Plan::Rollout { changed, template_edited: true } => format!(
+                "rollout pending: {} changed, and the pod template was edited but not provably after that",
+                changed.join(", ")
+            ),
         }
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RebaselineCause {
-    TemplateChanged,
-    SourcesChanged,
+/// A source whose state is not known, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownSource {
+    pub kind: SourceKind,
+    pub name: String,
+    pub reason: String,
 }
 
-pub fn plan(baseline: Option<&Applied>, current: &Applied) -> Plan {
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// The workload did not opt in.
+    Unmanaged,
+    /// A source it references is unknown: decide once it is known, never guess.
+    Wait(Vec<UnknownSource>),
+    /// A required source is missing: new pods would fail, so nothing rolls out.
+    Blocked(MissingRequired),
+    /// Apply the plan and record `applied` as the new baseline.
+    Act { plan: Plan, applied: Applied },
+}
+
+/// The whole decision for one workload.
+pub fn decide<'a>(
+    analysis: &WorkloadAnalysis,
+    template: Template<'_>,
+    baseline: Option<&Applied>,
+    source: impl Fn(SourceKind, &str) -> SourceView<'a>,
+) -> Decision {
+    if !analysis.managed {
+        return Decision::Unmanaged;
+    }
+    let unknown: Vec<UnknownSource> = analysis
+        .sources
+        .iter()
+        .filter_map(|s| match source(s.kind, &s.name) {
+            SourceView::Unknown(reason) => Some(UnknownSource {
+                kind: s.kind,
+                name: s.name.clone(),
+                reason: reason.to_string(),
+            }),
+            _ => None,
+        })
+        .collect();
+    if !unknown.is_empty() {
+        return Decision::Wait(unknown);
+    }
+    let hash = workload_hash(analysis, |kind, name| match source(kind, name) {
+        SourceView::Known { digests, .. } => Some(digests),
+        _ => None,
+    });
+    let hash = match hash {
+        Ok(hash) => hash,
+        Err(missing) => return Decision::Blocked(missing),
+    };
+    let revisions: BTreeMap<String, Option<u64>> = analysis
+        .rollout_sources()
+        .map(|s| {
+            let revision = match source(s.kind, &s.name) {
+                SourceView::Known { revision, .. } => revision,
+                _ => None,
+            };
+            (source_label(s.kind, &s.name), revision)
+        })
+        .collect();
+    let current = Applied::current(&hash, template.fingerprint);
+    let plan = plan(baseline, &current, template.edited_at, &revisions);
+    Decision::Act {
+        plan,
+        applied: current,
+    }
+}
+
+/// Compares the current state with the baseline. `revisions` gives each rollout source's current
+/// revision (`None` when it is absent or its revision cannot be ordered).
+pub fn plan(
+    baseline: Option<&Applied>,
+    current: &Applied,
+    template_edited_at: Option<u64>,
+    revisions: &BTreeMap<String, Option<u64>>,
+) -> Plan {
     let Some(baseline) = baseline else {
         return Plan::Adopt;
     };
     if baseline == current {
         return Plan::UpToDate;
-    }
-    if baseline.template != current.template {
-        return Plan::Rebaseline(RebaselineCause::TemplateChanged);
     }
     // Only a source that was a rollout source before and still is can have changed under the
     // pods; a source that joined or left the set did so by an annotation edit, not a data change.
@@ -128,10 +208,35 @@ pub fn plan(baseline: Option<&Applied>, current: &Applied) -> Plan {
         .filter(|(label, hash)| baseline.sources.get(*label).is_some_and(|old| old != *hash))
         .map(|(label, _)| label.clone())
         .collect();
+    let template_edited = baseline.template != current.template;
     if changed.is_empty() {
-        Plan::Rebaseline(RebaselineCause::SourcesChanged)
+        return Plan::Rebaseline(if template_edited {
+            RebaselineCause::TemplateChanged
+        } else {
+            RebaselineCause::SourcesChanged
+        });
+    }
+    // Pods started for a template edit read the config of that moment: they carry a config
+    // change only if the edit came after it. When the order cannot be shown, rolling out once
+    // more is the price; a pod left on old config is not.
+    let edited_after_every_change = template_edited
+        && fingerprint::is_current(&baseline.template)
+        && template_edited_at.is_some_and(|edited| {
+            changed.iter().all(|label| {
+                revisions
+                    .get(label)
+                    .copied()
+                    .flatten()
+                    .is_some_and(|changed_at| changed_at < edited)
+            })
+        });
+    if edited_after_every_change {
+        Plan::Rebaseline(RebaselineCause::TemplateEditedAfterConfig)
     } else {
-        Plan::Rollout { changed }
+        Plan::Rollout {
+            changed,
+            template_edited,
+        }
     }
 }
 
@@ -157,110 +262,4 @@ pub fn patch_body(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn applied(hash: &str, template: &str, sources: &[(&str, &str)]) -> Applied {
-        Applied {
-            hash: hash.into(),
-            template: template.into(),
-            sources: sources
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        }
-    }
-
-    #[test]
-    fn first_sight_adopts() {
-        assert_eq!(plan(None, &applied("h", "t", &[])), Plan::Adopt);
-    }
-
-    #[test]
-    fn same_state_is_up_to_date() {
-        let state = applied("h", "t", &[("ConfigMap/a", "1")]);
-        assert_eq!(plan(Some(&state), &state.clone()), Plan::UpToDate);
-    }
-
-    #[test]
-    fn a_changed_source_under_an_unchanged_template_rolls_out() {
-        let before = applied("h1", "t", &[("ConfigMap/a", "1"), ("Secret/b", "2")]);
-        let after = applied("h2", "t", &[("ConfigMap/a", "9"), ("Secret/b", "2")]);
-        assert_eq!(
-            plan(Some(&before), &after),
-            Plan::Rollout {
-                changed: vec!["ConfigMap/a".into()]
-            }
-        );
-    }
-
-    #[test]
-    fn a_template_edit_rebaselines_even_when_config_changed_too() {
-        let before = applied("h1", "t1", &[("ConfigMap/a", "1")]);
-        let after = applied("h2", "t2", &[("ConfigMap/a", "9")]);
-        assert_eq!(
-            plan(Some(&before), &after),
-            Plan::Rebaseline(RebaselineCause::TemplateChanged)
-        );
-    }
-
-    #[test]
-    fn sources_joining_or_leaving_the_set_rebaseline_without_rollout() {
-        let before = applied("h1", "t", &[("ConfigMap/a", "1")]);
-        let joined = applied("h2", "t", &[("ConfigMap/a", "1"), ("ConfigMap/b", "5")]);
-        let left = applied("h3", "t", &[]);
-        for after in [joined, left] {
-            assert_eq!(
-                plan(Some(&before), &after),
-                Plan::Rebaseline(RebaselineCause::SourcesChanged)
-            );
-        }
-    }
-
-    #[test]
-    fn the_fingerprint_ignores_envrolls_own_annotation_only() {
-        let template = |annotations: &str| -> PodTemplateSpec {
-            serde_norway::from_str(&format!(
-                "metadata: {{annotations: {{{annotations}}}}}\nspec: {{containers: [{{name: a, image: x}}]}}"
-            ))
-            .unwrap()
-        };
-        let plain = template_fingerprint(&template(""));
-        assert_eq!(
-            plain,
-            template_fingerprint(&template("envroll.dev/config-hash: abc"))
-        );
-        assert_ne!(plain, template_fingerprint(&template("other: x")));
-        let mut new_image = template("");
-        new_image.spec.as_mut().unwrap().containers[0].image = Some("y".into());
-        assert_ne!(plain, template_fingerprint(&new_image));
-    }
-
-    #[test]
-    fn baseline_round_trips_and_malformed_is_an_error() {
-        let state = applied("h", "t", &[("ConfigMap/a", "1")]);
-        assert_eq!(
-            Applied::parse(Some(&state.to_annotation())),
-            Ok(Some(state))
-        );
-        assert_eq!(Applied::parse(None), Ok(None));
-        let error = Applied::parse(Some(&"{not json".to_string())).unwrap_err();
-        assert!(
-            error.starts_with("annotation envroll.dev/applied is not valid"),
-            "{error}"
-        );
-    }
-
-    #[test]
-    fn patches_touch_only_envroll_annotations() {
-        let state = applied("h", "t", &[]);
-        let adopt = patch_body(&state, Some("42"), false);
-        assert_eq!(adopt["metadata"]["resourceVersion"], "42");
-        assert!(adopt.get("spec").is_none());
-        let rollout = patch_body(&state, Some("42"), true);
-        assert_eq!(
-            rollout["spec"]["template"]["metadata"]["annotations"]["envroll.dev/config-hash"],
-            "h"
-        );
-    }
-}
+mod tests;

@@ -1,15 +1,22 @@
-//! What the operator remembers between events: per-key digests of every ConfigMap and Secret in
-//! scope (never their values), and the reverse index from each source to the workloads that
-//! reference it.
+//! What the operator remembers between events, as plain data: every ConfigMap and Secret in scope
+//! reduced to per-key digests (never values), and the reverse index from each source to the
+//! managed workloads that reference it. Watch events reach it through [`SourceSync::apply`],
+//! which says which sources changed; nothing here does I/O, so all of it is unit-tested.
+//!
+//! A source is known (its digests are here), absent (the watch listed its scope and it was not
+//! there), or unknown (its scope could not be listed, or its data has not been read yet, or the
+//! read failed). Decisions never treat unknown as absent.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::PartialObjectMeta;
 use kube::ResourceExt;
 
 use crate::analysis::{SourceKind, SourceMeta, WorkloadAnalysis, WorkloadKind};
-use crate::hash::{salt_for, workload_hash, MissingRequired, Section, SourceDigests, WorkloadHash};
-use crate::workload::{analyse_workload, namespace_or_default, Workload};
+use crate::hash::{salt_for, Section, SourceDigests};
+use crate::workload::namespace_or_default;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SourceKey {
@@ -26,6 +33,20 @@ impl SourceKey {
             name: name.to_string(),
         }
     }
+
+    fn of(kind: SourceKind, metadata: &ObjectMeta) -> Self {
+        SourceKey {
+            kind,
+            namespace: namespace_or_default(metadata.namespace.clone()),
+            name: metadata.name.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl std::fmt::Display for SourceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -35,162 +56,284 @@ pub struct WorkloadKey {
     pub name: String,
 }
 
+impl std::fmt::Display for WorkloadKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// A `resourceVersion`. Kubernetes calls it opaque; every etcd-backed API server uses the etcd
+/// revision, one counter for the whole cluster, which is what lets envroll order a template edit
+/// against a config change. Anything that is not such a number cannot be ordered.
+pub fn revision(resource_version: Option<&str>) -> Option<u64> {
+    resource_version?.parse().ok()
+}
+
 /// A ConfigMap or Secret reduced to what decisions and hashes need.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceRecord {
     pub meta: SourceMeta,
-    pub digests: SourceDigests,
     /// A malformed `envroll.dev/ignore`, reported on the workloads that consume the object.
     pub annotation_problem: Option<String>,
-    /// The version the record was made from, so an unchanged object is not fetched again.
+    /// The version this record describes.
     pub resource_version: Option<String>,
+    /// Digests of that version, when its data has been read. A Secret's watch carries only its
+    /// metadata: its data is read while a managed workload consumes it.
+    pub data: Data,
 }
 
-/// A workload's analysis and config hash, as of one look at the store.
-#[derive(Clone, Debug)]
-pub struct Evaluation {
-    pub analysis: WorkloadAnalysis,
-    pub hash: Result<WorkloadHash, MissingRequired>,
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Data {
+    Digests(SourceDigests),
+    NotRead,
+    /// Reading this version failed, for the reason given.
+    Unreadable(String),
 }
 
-/// A watched object type (ConfigMap or Secret) that can be reduced to a [`SourceRecord`].
-pub trait SourceObject:
-    kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-    + Clone
-    + serde::de::DeserializeOwned
-    + std::fmt::Debug
-    + Send
-    + Sync
-    + 'static
-{
-    const KIND: SourceKind;
-    fn into_record(self) -> (SourceKey, SourceRecord);
-}
+impl SourceRecord {
+    fn new(
+        kind: SourceKind,
+        metadata: &ObjectMeta,
+        immutable: Option<bool>,
+        data: Data,
+    ) -> (SourceKey, Self) {
+        let annotations = metadata.annotations.clone().unwrap_or_default();
+        let (meta, problem) = SourceMeta::from_object(&annotations, immutable);
+        let record = SourceRecord {
+            meta,
+            annotation_problem: problem.map(|p| p.to_string()),
+            resource_version: metadata.resource_version.clone(),
+            data,
+        };
+        (SourceKey::of(kind, metadata), record)
+    }
 
-fn record(
-    kind: SourceKind,
-    metadata: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    immutable: Option<bool>,
-    digests: SourceDigests,
-) -> (SourceKey, SourceRecord) {
-    let annotations = metadata.annotations.clone().unwrap_or_default();
-    let (meta, problem) = SourceMeta::from_object(&annotations, immutable);
-    let key = SourceKey {
-        kind,
-        namespace: namespace_or_default(metadata.namespace.clone()),
-        name: metadata.name.clone().unwrap_or_default(),
-    };
-    let record = SourceRecord {
-        meta,
-        digests,
-        annotation_problem: problem.map(|p| p.to_string()),
-        resource_version: metadata.resource_version.clone(),
-    };
-    (key, record)
-}
-
-impl SourceObject for ConfigMap {
-    const KIND: SourceKind = SourceKind::ConfigMap;
-
-    fn into_record(self) -> (SourceKey, SourceRecord) {
-        let text = self
-            .data
-            .iter()
-            .flatten()
-            .map(|(k, v)| (k.as_str(), Section::Data, v.as_bytes()));
-        let binary = self
-            .binary_data
-            .iter()
-            .flatten()
-            .map(|(k, v)| (k.as_str(), Section::BinaryData, v.0.as_slice()));
-        let digests = SourceDigests::from_values(salt_for(Self::KIND, ""), text.chain(binary));
-        record(Self::KIND, &self.metadata, self.immutable, digests)
+    pub fn digests(&self) -> Option<&SourceDigests> {
+        match &self.data {
+            Data::Digests(digests) => Some(digests),
+            _ => None,
+        }
     }
 }
 
-impl SourceObject for Secret {
-    const KIND: SourceKind = SourceKind::Secret;
-
-    fn into_record(self) -> (SourceKey, SourceRecord) {
-        let uid = self.uid().unwrap_or_default();
-        // The API server folds stringData into data; a Secret read from a file may still carry it.
-        let string_data: BTreeMap<&str, &[u8]> = self
-            .string_data
-            .iter()
-            .flatten()
-            .map(|(k, v)| (k.as_str(), v.as_bytes()))
-            .collect();
-        let data = self
-            .data
-            .iter()
-            .flatten()
-            .filter(|(k, _)| !string_data.contains_key(k.as_str()))
-            .map(|(k, v)| (k.as_str(), v.0.as_slice()));
-        let values = data
-            .chain(string_data.iter().map(|(k, v)| (*k, *v)))
-            .map(|(k, v)| (k, Section::Data, v));
-        let digests = SourceDigests::from_values(salt_for(Self::KIND, &uid), values);
-        record(Self::KIND, &self.metadata, self.immutable, digests)
-    }
+/// The digests of a ConfigMap's values: unsalted, ConfigMaps are not secret.
+pub fn config_map_record(config_map: &ConfigMap) -> (SourceKey, SourceRecord) {
+    let text = config_map
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.as_str(), Section::Data, v.as_bytes()));
+    let binary = config_map
+        .binary_data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.as_str(), Section::BinaryData, v.0.as_slice()));
+    let digests =
+        SourceDigests::from_values(salt_for(SourceKind::ConfigMap, ""), text.chain(binary));
+    SourceRecord::new(
+        SourceKind::ConfigMap,
+        &config_map.metadata,
+        config_map.immutable,
+        Data::Digests(digests),
+    )
 }
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "Secret {namespace}/{name} has no UID: its values cannot be salted, so they are not digested"
+)]
+pub struct SecretWithoutUid {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// The digests of a Secret's values, salted with its UID so that a digest in an annotation
+/// cannot be looked up in a table of common values (docs/hash.md). A Secret without a UID (never
+/// one the API server returns) is refused rather than digested without salt.
+pub fn secret_record(secret: &Secret) -> Result<(SourceKey, SourceRecord), SecretWithoutUid> {
+    let uid = secret.uid().filter(|uid| !uid.is_empty()).ok_or_else(|| {
+        let key = SourceKey::of(SourceKind::Secret, &secret.metadata);
+        SecretWithoutUid {
+            namespace: key.namespace,
+            name: key.name,
+        }
+    })?;
+    // The API server folds stringData into data; a Secret read from a file may still carry it.
+    let string_data: BTreeMap<&str, &[u8]> = secret
+        .string_data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.as_str(), v.as_bytes()))
+        .collect();
+    let data = secret
+        .data
+        .iter()
+        .flatten()
+        .filter(|(k, _)| !string_data.contains_key(k.as_str()))
+        .map(|(k, v)| (k.as_str(), v.0.as_slice()));
+    let values = data
+        .chain(string_data.iter().map(|(k, v)| (*k, *v)))
+        .map(|(k, v)| (k, Section::Data, v));
+    let digests = SourceDigests::from_values(salt_for(SourceKind::Secret, &uid), values);
+    Ok(SourceRecord::new(
+        SourceKind::Secret,
+        &secret.metadata,
+        secret.immutable,
+        Data::Digests(digests),
+    ))
+}
+
+/// A Secret as its metadata-only watch sees it: present, data not read.
+pub fn secret_metadata_record(secret: &PartialObjectMeta<Secret>) -> (SourceKey, SourceRecord) {
+    SourceRecord::new(SourceKind::Secret, &secret.metadata, None, Data::NotRead)
+}
+
+/// What is known of one source when a decision is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceView<'a> {
+    Known {
+        digests: &'a SourceDigests,
+        meta: SourceMeta,
+        revision: Option<u64>,
+    },
+    Absent,
+    Unknown(&'a str),
+}
+
+/// Why a source is unknown, for a scope that could not be listed.
+const NOT_READ_YET: &str = "its data has not been read yet";
 
 #[derive(Debug, Default)]
 pub struct SourceStore {
     sources: HashMap<SourceKey, SourceRecord>,
+    /// Scopes (kind, namespace; `None` is every namespace) whose list failed, with the reason.
+    /// Until they list, nothing in them is known to be absent.
+    unlisted: HashMap<(SourceKind, Option<String>), String>,
 }
 
 impl SourceStore {
-    /// Stores a record and says whether anything a decision depends on changed.
-    pub fn upsert(&mut self, key: SourceKey, record: SourceRecord) -> bool {
-        match self.sources.get(&key) {
-            Some(existing) if *existing == record => false,
-            _ => {
-                self.sources.insert(key, record);
-                true
+    /// Stores what a watch reported and says whether anything a decision depends on changed. A
+    /// metadata-only report of the version already read keeps its digests.
+    pub fn upsert(&mut self, key: SourceKey, mut record: SourceRecord) -> bool {
+        if let Some(existing) = self.sources.get(&key) {
+            if record.data == Data::NotRead && existing.resource_version == record.resource_version
+            {
+                record.data = existing.data.clone();
+                record.meta.immutable = existing.meta.immutable;
+            }
+            if *existing == record {
+                return false;
             }
         }
+        self.sources.insert(key, record);
+        true
+    }
+
+    /// Stores data read with a GET, unless the watch has meanwhile reported a newer version: a
+    /// slow read must not overwrite newer data. Says whether it was stored.
+    pub fn record_read(&mut self, key: SourceKey, record: SourceRecord) -> bool {
+        let newer_known = self.sources.get(&key).is_some_and(|existing| {
+            match (
+                revision(existing.resource_version.as_deref()),
+                revision(record.resource_version.as_deref()),
+            ) {
+                (Some(known), Some(read)) => known > read,
+                _ => existing.resource_version != record.resource_version,
+            }
+        });
+        if newer_known {
+            return false;
+        }
+        self.sources.insert(key, record);
+        true
+    }
+
+    /// A read of this version failed: decisions wait for a successful one.
+    pub fn record_unreadable(&mut self, key: &SourceKey, version: Option<&str>, reason: String) {
+        if let Some(existing) = self.sources.get_mut(key) {
+            if existing.resource_version.as_deref() == version {
+                existing.data = Data::Unreadable(reason);
+            }
+        }
+    }
+
+    /// A source that could not be read at all (for example forbidden): unknown, with the reason.
+    pub fn record_failed_read(&mut self, key: SourceKey, reason: String) {
+        let record = SourceRecord {
+            meta: SourceMeta::default(),
+            annotation_problem: None,
+            resource_version: None,
+            data: Data::Unreadable(reason),
+        };
+        self.sources.insert(key, record);
     }
 
     pub fn remove(&mut self, key: &SourceKey) -> bool {
         self.sources.remove(key).is_some()
     }
 
-    pub fn get_key(&self, key: &SourceKey) -> Option<&SourceRecord> {
+    pub fn get(&self, key: &SourceKey) -> Option<&SourceRecord> {
         self.sources.get(key)
-    }
-
-    pub fn get(&self, kind: SourceKind, namespace: &str, name: &str) -> Option<&SourceRecord> {
-        self.sources.get(&SourceKey::new(kind, namespace, name))
     }
 
     pub fn len(&self) -> usize {
         self.sources.len()
     }
 
-    /// Analyses a workload against what the store knows and computes its config hash.
-    pub fn evaluate<W: Workload>(&self, workload: &W) -> Evaluation {
-        let namespace = namespace_or_default(workload.namespace());
-        let analysis = analyse_workload(workload, |kind, name| {
-            self.get(kind, &namespace, name).map(|r| r.meta)
-        });
-        let hash = workload_hash(&analysis, |kind, name| {
-            self.get(kind, &namespace, name).map(|r| &r.digests)
-        });
-        Evaluation { analysis, hash }
-    }
-
     pub fn is_empty(&self) -> bool {
         self.sources.is_empty()
     }
 
-    /// After a re-list, forgets the objects of one kind (and namespace, for a namespaced watch)
-    /// that the list no longer returned: they were deleted while the watch was down.
+    /// A source as a decision sees it.
+    pub fn view(&self, key: &SourceKey) -> SourceView<'_> {
+        match self.sources.get(key) {
+            Some(record) => match &record.data {
+                Data::Digests(digests) => SourceView::Known {
+                    digests,
+                    meta: record.meta,
+                    revision: revision(record.resource_version.as_deref()),
+                },
+                Data::NotRead => SourceView::Unknown(NOT_READ_YET),
+                Data::Unreadable(reason) => SourceView::Unknown(reason),
+            },
+            None => match self.unlisted_reason(key) {
+                Some(reason) => SourceView::Unknown(reason),
+                None => SourceView::Absent,
+            },
+        }
+    }
+
+    /// The metadata the analysis needs (`ignore`, `immutable`), for sources whose record is
+    /// complete. A Secret known by its metadata only is left out: its `immutable` is not known.
+    pub fn meta(&self, key: &SourceKey) -> Option<SourceMeta> {
+        self.sources
+            .get(key)
+            .filter(|record| record.digests().is_some())
+            .map(|record| record.meta)
+    }
+
+    fn unlisted_reason(&self, key: &SourceKey) -> Option<&str> {
+        self.unlisted
+            .get(&(key.kind, Some(key.namespace.clone())))
+            .or_else(|| self.unlisted.get(&(key.kind, None)))
+            .map(String::as_str)
+    }
+
+    /// A scope's list failed (for example forbidden by RBAC): its sources are unknown.
+    pub fn mark_unlisted(&mut self, kind: SourceKind, namespace: Option<&str>, reason: String) {
+        self.unlisted
+            .insert((kind, namespace.map(str::to_string)), reason);
+    }
+
+    /// After a (re-)list, forgets the objects of one scope that the list no longer returned: they
+    /// were deleted while the watch was down. The scope is known again.
     pub fn retain_listed(
         &mut self,
         kind: SourceKind,
         namespace: Option<&str>,
         listed: &HashSet<SourceKey>,
     ) -> Vec<SourceKey> {
+        self.unlisted.remove(&(kind, namespace.map(str::to_string)));
         let gone: Vec<SourceKey> = self
             .sources
             .keys()
@@ -206,8 +349,115 @@ impl SourceStore {
     }
 }
 
-/// Which workloads reference which sources, so a source change reaches exactly its consumers
-/// without asking the API server.
+/// One event of a source watch, reduced to records (kube-runtime's `watcher::Event`).
+#[derive(Debug)]
+pub enum SourceEvent {
+    /// A (re-)list begins.
+    ListStarted,
+    Listed(SourceKey, SourceRecord),
+    ListDone,
+    Applied(SourceKey, SourceRecord),
+    Deleted(SourceKey),
+}
+
+/// The bookkeeping of one source watch (a kind in one namespace, or in all of them).
+#[derive(Debug)]
+pub struct SourceSync {
+    kind: SourceKind,
+    namespace: Option<String>,
+    /// What the current re-list has returned so far.
+    listing: Option<HashSet<SourceKey>>,
+}
+
+impl SourceSync {
+    pub fn new(kind: SourceKind, namespace: Option<String>) -> Self {
+        SourceSync {
+            kind,
+            namespace,
+            listing: None,
+        }
+    }
+
+    /// Applies one event to the store and returns the sources whose state changed, whose
+    /// consumers must be decided again.
+    pub fn apply(&mut self, store: &mut SourceStore, event: SourceEvent) -> Vec<SourceKey> {
+        match event {
+            SourceEvent::ListStarted => {
+                self.listing = Some(HashSet::new());
+                Vec::new()
+            }
+            SourceEvent::Listed(key, record) => {
+                if let Some(listing) = self.listing.as_mut() {
+                    listing.insert(key.clone());
+                }
+                changed(store.upsert(key.clone(), record), key)
+            }
+            SourceEvent::Applied(key, record) => changed(store.upsert(key.clone(), record), key),
+            SourceEvent::Deleted(key) => changed(store.remove(&key), key),
+            SourceEvent::ListDone => {
+                let listed = self.listing.take().unwrap_or_default();
+                store.retain_listed(self.kind, self.namespace.as_deref(), &listed)
+            }
+        }
+    }
+}
+
+fn changed(changed: bool, key: SourceKey) -> Vec<SourceKey> {
+    if changed {
+        vec![key]
+    } else {
+        Vec::new()
+    }
+}
+
+/// When each workload's pod template took its current form, as far as the workload watch saw
+/// it happen. This orders a template edit against config changes (`rollout::plan`).
+#[derive(Debug, Default)]
+pub struct TemplateEdits {
+    by_workload: HashMap<WorkloadKey, (String, Option<u64>)>,
+}
+
+impl TemplateEdits {
+    /// The watch reported the workload with this template fingerprint at this revision.
+    /// `watched` is false for objects of a (re-)list: a list shows the current state, not the
+    /// edit, so a template that differs from the last one seen was edited at some unknown
+    /// revision before.
+    pub fn observe(
+        &mut self,
+        workload: &WorkloadKey,
+        fingerprint: &str,
+        revision: Option<u64>,
+        watched: bool,
+    ) {
+        match self.by_workload.get(workload) {
+            Some((known, _)) if known == fingerprint => {}
+            Some(_) => {
+                let edited_at = revision.filter(|_| watched);
+                self.by_workload
+                    .insert(workload.clone(), (fingerprint.to_string(), edited_at));
+            }
+            None => {
+                self.by_workload
+                    .insert(workload.clone(), (fingerprint.to_string(), None));
+            }
+        }
+    }
+
+    /// The revision of the edit that gave the template this fingerprint, if it was watched.
+    pub fn edited_at(&self, workload: &WorkloadKey, fingerprint: &str) -> Option<u64> {
+        self.by_workload
+            .get(workload)
+            .filter(|(known, _)| known == fingerprint)
+            .and_then(|(_, edited_at)| *edited_at)
+    }
+
+    pub fn forget(&mut self, workload: &WorkloadKey) {
+        self.by_workload.remove(workload);
+    }
+}
+
+/// Which managed workloads reference which sources, so a source change reaches exactly its
+/// consumers without asking the API server.
 #[derive(Debug, Default)]
 pub struct ReverseIndex {
     by_source: HashMap<SourceKey, HashSet<WorkloadKey>>,
@@ -215,9 +465,13 @@ pub struct ReverseIndex {
 }
 
 impl ReverseIndex {
-    /// Replaces what a workload references with the sources of its latest analysis.
+    /// Replaces what a workload references with the sources of its latest analysis. Workloads
+    /// that did not opt in are not indexed: their sources are none of envroll's business.
     pub fn set(&mut self, workload: &WorkloadKey, analysis: &WorkloadAnalysis) {
         self.remove(workload);
+        if !analysis.managed {
+            return;
+        }
         let sources: Vec<SourceKey> = analysis
             .sources
             .iter()
@@ -250,8 +504,13 @@ impl ReverseIndex {
             .unwrap_or_default()
     }
 
-    pub fn workloads(&self) -> impl Iterator<Item = &WorkloadKey> {
-        self.by_workload.keys()
+    pub fn is_consumed(&self, source: &SourceKey) -> bool {
+        self.by_source.contains_key(source)
+    }
+
+    /// Managed workloads.
+    pub fn workloads(&self) -> usize {
+        self.by_workload.len()
     }
 
     pub fn tracked_sources(&self) -> usize {
@@ -260,113 +519,4 @@ impl ReverseIndex {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::test_support::analyse_deployment;
-    use k8s_openapi::ByteString;
-
-    fn config_map(name: &str, data: &[(&str, &str)]) -> ConfigMap {
-        let mut cm = ConfigMap::default();
-        cm.metadata.name = Some(name.into());
-        cm.metadata.namespace = Some("shop".into());
-        cm.data = Some(
-            data.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
-        cm
-    }
-
-    #[test]
-    fn records_keep_digests_not_values() {
-        let (key, record) = config_map("app", &[("LEVEL", "debug")]).into_record();
-        assert_eq!(key, SourceKey::new(SourceKind::ConfigMap, "shop", "app"));
-        let (section, digest) = record.digests.keys["LEVEL"];
-        assert_eq!(section, Section::Data);
-        assert_ne!(digest.as_slice(), b"debug");
-    }
-
-    #[test]
-    fn secrets_are_salted_with_their_uid() {
-        let secret = |uid: &str| {
-            let mut s = Secret::default();
-            s.metadata.name = Some("db".into());
-            s.metadata.uid = Some(uid.into());
-            s.data = Some(BTreeMap::from([(
-                "password".into(),
-                ByteString(b"pw".to_vec()),
-            )]));
-            s.into_record().1
-        };
-        assert_ne!(secret("a").digests, secret("b").digests);
-        assert_eq!(secret("a").digests, secret("a").digests);
-    }
-
-    #[test]
-    fn string_data_counts_like_data() {
-        let from_data = Secret {
-            data: Some(BTreeMap::from([("k".into(), ByteString(b"v".to_vec()))])),
-            ..Secret::default()
-        };
-        let from_string = Secret {
-            string_data: Some(BTreeMap::from([("k".into(), "v".into())])),
-            ..Secret::default()
-        };
-        assert_eq!(
-            from_data.into_record().1.digests,
-            from_string.into_record().1.digests
-        );
-    }
-
-    #[test]
-    fn upsert_reports_only_real_changes() {
-        let mut store = SourceStore::default();
-        let (key, record) = config_map("app", &[("a", "1")]).into_record();
-        assert!(store.upsert(key.clone(), record.clone()));
-        assert!(!store.upsert(key.clone(), record));
-        let (_, changed) = config_map("app", &[("a", "2")]).into_record();
-        assert!(store.upsert(key, changed));
-    }
-
-    #[test]
-    fn a_relist_forgets_objects_deleted_meanwhile_in_its_own_scope_only() {
-        let mut store = SourceStore::default();
-        for name in ["kept", "deleted"] {
-            let (key, record) = config_map(name, &[]).into_record();
-            store.upsert(key, record);
-        }
-        let mut elsewhere = config_map("other-ns", &[]);
-        elsewhere.metadata.namespace = Some("other".into());
-        let (key, record) = elsewhere.into_record();
-        store.upsert(key, record);
-        let listed = HashSet::from([SourceKey::new(SourceKind::ConfigMap, "shop", "kept")]);
-        let gone = store.retain_listed(SourceKind::ConfigMap, Some("shop"), &listed);
-        assert_eq!(
-            gone,
-            vec![SourceKey::new(SourceKind::ConfigMap, "shop", "deleted")]
-        );
-        assert_eq!(store.len(), 2);
-    }
-
-    #[test]
-    fn the_index_follows_the_latest_analysis() {
-        let analysis = analyse_deployment(
-            &[("envroll.dev/auto", "true")],
-            "spec: {containers: [{name: a, envFrom: [{configMapRef: {name: one}}, {secretRef: {name: two}}]}]}",
-            |_, _| None,
-        );
-        let web = WorkloadKey {
-            kind: WorkloadKind::Deployment,
-            namespace: "shop".into(),
-            name: "web".into(),
-        };
-        let mut index = ReverseIndex::default();
-        index.set(&web, &analysis);
-        let one = SourceKey::new(SourceKind::ConfigMap, "shop", "one");
-        assert_eq!(index.consumers(&one), vec![web.clone()]);
-        assert_eq!(index.tracked_sources(), 2);
-        index.remove(&web);
-        assert!(index.consumers(&one).is_empty());
-        assert_eq!(index.tracked_sources(), 0);
-    }
-}
+mod tests;

@@ -1,11 +1,13 @@
 //! One small trait over the three workload kinds envroll rolls out.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::OnceLock;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -13,6 +15,7 @@ use serde::Serialize;
 use crate::analysis::{
     analyse, SourceKind, SourceMeta, WorkloadAnalysis, WorkloadInput, WorkloadKind,
 };
+use crate::fingerprint::template_fingerprint;
 
 pub trait Workload:
     Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -109,4 +112,68 @@ pub fn analyse_workload<W: Workload>(
         },
         known,
     )
+}
+
+/// A workload as the operator watches it: the typed object, plus the fingerprint of its pod
+/// template taken from the JSON the API server sent, before k8s-openapi dropped any field it
+/// does not know (see `fingerprint`).
+#[derive(Clone, Debug)]
+pub struct Observed<W> {
+    pub workload: W,
+    pub template_fingerprint: String,
+}
+
+impl<W: Workload> Observed<W> {
+    pub fn from_json(value: serde_json::Value) -> Result<Self, serde_json::Error> {
+        let template_fingerprint = template_fingerprint(
+            value
+                .pointer("/spec/template")
+                .unwrap_or(&serde_json::Value::Null),
+        );
+        let workload = serde_json::from_value(value)?;
+        Ok(Observed {
+            workload,
+            template_fingerprint,
+        })
+    }
+}
+
+impl<'de, W: Workload> serde::Deserialize<'de> for Observed<W> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        Observed::from_json(value).map_err(serde::de::Error::custom)
+    }
+}
+
+impl<W: Workload> Resource for Observed<W> {
+    type DynamicType = ();
+    type Scope = k8s_openapi::NamespaceResourceScope;
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        W::kind(dt)
+    }
+
+    fn group(dt: &()) -> Cow<'_, str> {
+        W::group(dt)
+    }
+
+    fn version(dt: &()) -> Cow<'_, str> {
+        W::version(dt)
+    }
+
+    fn api_version(dt: &()) -> Cow<'_, str> {
+        W::api_version(dt)
+    }
+
+    fn plural(dt: &()) -> Cow<'_, str> {
+        W::plural(dt)
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        self.workload.meta()
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        self.workload.meta_mut()
+    }
 }

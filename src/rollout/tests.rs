@@ -1,0 +1,335 @@
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::analysis::SourceMeta;
+use crate::hash::{salt_for, Section, SourceDigests};
+use crate::test_support::analyse_deployment;
+
+const OLD_TEMPLATE: &str = "v2:0000000000000001";
+const NEW_TEMPLATE: &str = "v2:0000000000000002";
+
+fn applied(hash: &str, template: &str, sources: &[(&str, &str)]) -> Applied {
+    Applied {
+        hash: hash.into(),
+        template: template.into(),
+        sources: sources
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
+fn revisions(pairs: &[(&str, Option<u64>)]) -> BTreeMap<String, Option<u64>> {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+fn rollout(changed: &[&str], template_edited: bool) -> Plan {
+    Plan::Rollout {
+        changed: changed.iter().map(|c| c.to_string()).collect(),
+        template_edited,
+    }
+}
+
+#[test]
+fn first_sight_adopts() {
+    let state = applied("h", OLD_TEMPLATE, &[]);
+    assert_eq!(plan(None, &state, None, &BTreeMap::new()), Plan::Adopt);
+}
+
+#[test]
+fn same_state_is_up_to_date() {
+    let state = applied("h", OLD_TEMPLATE, &[("ConfigMap/a", "1")]);
+    assert_eq!(
+        plan(Some(&state), &state.clone(), Some(5), &BTreeMap::new()),
+        Plan::UpToDate
+    );
+}
+
+#[test]
+fn a_changed_source_under_an_unchanged_template_rolls_out() {
+    let before = applied(
+        "h1",
+        OLD_TEMPLATE,
+        &[("ConfigMap/a", "1"), ("Secret/b", "2")],
+    );
+    let after = applied(
+        "h2",
+        OLD_TEMPLATE,
+        &[("ConfigMap/a", "9"), ("Secret/b", "2")],
+    );
+    let revs = revisions(&[("ConfigMap/a", Some(50)), ("Secret/b", Some(3))]);
+    assert_eq!(
+        plan(Some(&before), &after, Some(100), &revs),
+        rollout(&["ConfigMap/a"], false)
+    );
+}
+
+#[test]
+fn a_template_edit_alone_rebaselines() {
+    let before = applied("h", OLD_TEMPLATE, &[("ConfigMap/a", "1")]);
+    let after = applied("h", NEW_TEMPLATE, &[("ConfigMap/a", "1")]);
+    assert_eq!(
+        plan(Some(&before), &after, None, &BTreeMap::new()),
+        Plan::Rebaseline(RebaselineCause::TemplateChanged)
+    );
+}
+
+#[test]
+fn a_template_edited_after_the_config_change_carries_it() {
+    // `kubectl apply` of a changed ConfigMap (revision 100) and a new image (revision 101).
+    let before = applied("h1", OLD_TEMPLATE, &[("ConfigMap/a", "1")]);
+    let after = applied("h2", NEW_TEMPLATE, &[("ConfigMap/a", "9")]);
+    let revs = revisions(&[("ConfigMap/a", Some(100))]);
+    assert_eq!(
+        plan(Some(&before), &after, Some(101), &revs),
+        Plan::Rebaseline(RebaselineCause::TemplateEditedAfterConfig)
+    );
+}
+
+#[test]
+fn a_config_change_after_the_template_edit_rolls_out() {
+    // `kubectl set image` (revision 100), then the ConfigMap changes (revision 150): the pods
+    // started for the new image may already have read the old config.
+    let before = applied("h1", OLD_TEMPLATE, &[("ConfigMap/a", "1")]);
+    let after = applied("h2", NEW_TEMPLATE, &[("ConfigMap/a", "9")]);
+    let revs = revisions(&[("ConfigMap/a", Some(150))]);
+    assert_eq!(
+        plan(Some(&before), &after, Some(100), &revs),
+        rollout(&["ConfigMap/a"], true)
+    );
+}
+
+#[test]
+fn when_the_order_cannot_be_told_it_rolls_out() {
+    let before = applied(
+        "h1",
+        OLD_TEMPLATE,
+        &[("ConfigMap/a", "1"), ("Secret/b", "1")],
+    );
+    let after = applied(
+        "h2",
+        NEW_TEMPLATE,
+        &[("ConfigMap/a", "9"), ("Secret/b", "9")],
+    );
+    let ordered = revisions(&[("ConfigMap/a", Some(10)), ("Secret/b", Some(20))]);
+    // The edit was not watched (first seen after a start or a re-list).
+    assert_eq!(
+        plan(Some(&before), &after, None, &ordered),
+        rollout(&["ConfigMap/a", "Secret/b"], true)
+    );
+    // One changed source cannot be ordered (absent now, or a revision that is not a number).
+    let unordered = revisions(&[("ConfigMap/a", Some(10)), ("Secret/b", None)]);
+    assert_eq!(
+        plan(Some(&before), &after, Some(100), &unordered),
+        rollout(&["ConfigMap/a", "Secret/b"], true)
+    );
+    // One change came after the edit.
+    assert_eq!(
+        plan(Some(&before), &after, Some(15), &ordered),
+        rollout(&["ConfigMap/a", "Secret/b"], true)
+    );
+    // The baseline's fingerprint comes from an older envroll: templates cannot be compared.
+    let legacy = applied(
+        "h1",
+        "1f0e3dad99908345",
+        &[("ConfigMap/a", "1"), ("Secret/b", "1")],
+    );
+    assert_eq!(
+        plan(Some(&legacy), &after, Some(100), &ordered),
+        rollout(&["ConfigMap/a", "Secret/b"], true)
+    );
+}
+
+#[test]
+fn an_upgrade_of_envroll_alone_rolls_nothing() {
+    let legacy = applied("h", "1f0e3dad99908345", &[("ConfigMap/a", "1")]);
+    let after = applied("h", NEW_TEMPLATE, &[("ConfigMap/a", "1")]);
+    assert!(!plan(Some(&legacy), &after, None, &BTreeMap::new()).rolls_out());
+}
+
+#[test]
+fn sources_joining_or_leaving_the_set_rebaseline_without_rollout() {
+    let before = applied("h1", OLD_TEMPLATE, &[("ConfigMap/a", "1")]);
+    let joined = applied(
+        "h2",
+        OLD_TEMPLATE,
+        &[("ConfigMap/a", "1"), ("ConfigMap/b", "5")],
+    );
+    let left = applied("h3", OLD_TEMPLATE, &[]);
+    for after in [joined, left] {
+        assert_eq!(
+            plan(Some(&before), &after, None, &BTreeMap::new()),
+            Plan::Rebaseline(RebaselineCause::SourcesChanged)
+        );
+    }
+}
+
+proptest! {
+    /// A config change is never left without a rollout unless the template edit provably came
+    /// after every changed source.
+    #[test]
+    fn a_change_is_skipped_only_when_provably_carried(
+        edited_at in proptest::option::of(0u64..100),
+        changed_at in proptest::collection::vec(proptest::option::of(0u64..100), 1..4),
+        template_edited in any::<bool>(),
+    ) {
+        let labels: Vec<String> = (0..changed_at.len()).map(|i| format!("ConfigMap/c{i}")).collect();
+        let before = Applied {
+            hash: "h1".into(),
+            template: OLD_TEMPLATE.into(),
+            sources: labels.iter().map(|l| (l.clone(), "old".to_string())).collect(),
+        };
+        let after = Applied {
+            hash: "h2".into(),
+            template: if template_edited { NEW_TEMPLATE } else { OLD_TEMPLATE }.into(),
+            sources: labels.iter().map(|l| (l.clone(), "new".to_string())).collect(),
+        };
+        let revs: BTreeMap<String, Option<u64>> =
+            labels.iter().cloned().zip(changed_at.iter().copied()).collect();
+        let carried = template_edited
+            && edited_at.is_some_and(|e| changed_at.iter().all(|c| c.is_some_and(|c| c < e)));
+        let decided = plan(Some(&before), &after, edited_at, &revs);
+        prop_assert_eq!(decided.rolls_out(), !carried, "{:?}", decided);
+    }
+}
+
+fn digests(value: &str) -> SourceDigests {
+    SourceDigests::from_values(
+        salt_for(SourceKind::ConfigMap, ""),
+        [("a", Section::Data, value.as_bytes())],
+    )
+}
+
+const ENV_FROM: &str = "spec: {containers: [{name: a, envFrom: [{configMapRef: {name: env}}], volumeMounts: [{name: files, mountPath: /etc/app}]}], volumes: [{name: files, configMap: {name: files}}]}";
+const OPTIONAL_ENV_FROM: &str =
+    "spec: {containers: [{name: a, envFrom: [{configMapRef: {name: env, optional: true}}]}]}";
+
+fn template() -> Template<'static> {
+    Template {
+        fingerprint: OLD_TEMPLATE,
+        edited_at: None,
+    }
+}
+
+#[test]
+fn an_unmanaged_workload_is_not_decided() {
+    let analysis = analyse_deployment(&[], ENV_FROM, |_, _| None);
+    assert_eq!(
+        decide(&analysis, template(), None, |_, _| SourceView::Absent),
+        Decision::Unmanaged
+    );
+}
+
+#[test]
+fn an_unknown_source_waits_even_if_it_would_not_roll_out() {
+    let analysis = analyse_deployment(&[("envroll.dev/auto", "true")], ENV_FROM, |_, _| None);
+    let env = digests("1");
+    let decision = decide(&analysis, template(), None, |_, name| match name {
+        "env" => SourceView::Known {
+            digests: &env,
+            meta: SourceMeta::default(),
+            revision: Some(1),
+        },
+        _ => SourceView::Unknown("throttled"),
+    });
+    assert_eq!(
+        decision,
+        Decision::Wait(vec![UnknownSource {
+            kind: SourceKind::ConfigMap,
+            name: "files".into(),
+            reason: "throttled".into(),
+        }])
+    );
+}
+
+#[test]
+fn a_missing_required_source_blocks_and_a_missing_optional_one_is_a_state() {
+    let required = analyse_deployment(&[("envroll.dev/auto", "true")], ENV_FROM, |_, _| None);
+    let decision = decide(&required, template(), None, |_, _| SourceView::Absent);
+    assert!(matches!(decision, Decision::Blocked(missing)
+        if missing.sources == vec![(SourceKind::ConfigMap, "env".to_string())]));
+
+    let optional = analyse_deployment(
+        &[("envroll.dev/auto", "true")],
+        OPTIONAL_ENV_FROM,
+        |_, _| None,
+    );
+    let Decision::Act {
+        applied: absent, ..
+    } = decide(&optional, template(), None, |_, _| SourceView::Absent)
+    else {
+        panic!("an absent optional source is decided");
+    };
+    let env = digests("1");
+    let present = |_: SourceKind, _: &str| SourceView::Known {
+        digests: &env,
+        meta: SourceMeta::default(),
+        revision: Some(9),
+    };
+    let decision = decide(&optional, template(), Some(&absent), present);
+    assert!(
+        matches!(&decision, Decision::Act { plan, .. } if *plan == rollout(&["ConfigMap/env"], false)),
+        "{decision:?}"
+    );
+}
+
+#[test]
+fn a_decision_records_the_template_it_was_made_on() {
+    let analysis = analyse_deployment(&[("envroll.dev/auto", "true")], ENV_FROM, |_, _| None);
+    let env = digests("1");
+    let known = |_: SourceKind, _: &str| SourceView::Known {
+        digests: &env,
+        meta: SourceMeta::default(),
+        revision: Some(1),
+    };
+    let Decision::Act { plan, applied } = decide(&analysis, template(), None, known) else {
+        panic!("decided");
+    };
+    assert_eq!(plan, Plan::Adopt);
+    assert_eq!(applied.template, OLD_TEMPLATE);
+    assert_eq!(
+        applied.sources.keys().collect::<Vec<_>>(),
+        vec!["ConfigMap/env"]
+    );
+}
+
+#[test]
+fn baseline_round_trips_and_malformed_is_an_error() {
+    let state = applied("h", OLD_TEMPLATE, &[("ConfigMap/a", "1")]);
+    assert_eq!(
+        Applied::parse(Some(&state.to_annotation())),
+        Ok(Some(state))
+    );
+    assert_eq!(Applied::parse(None), Ok(None));
+    let error = Applied::parse(Some(&"{not json".to_string())).unwrap_err();
+    assert!(
+        error.starts_with("annotation envroll.dev/applied is not valid"),
+        "{error}"
+    );
+}
+
+#[test]
+fn patches_touch_only_envroll_annotations() {
+    let state = applied("h", OLD_TEMPLATE, &[]);
+    let adopt = patch_body(&state, Some("42"), false);
+    assert_eq!(adopt["metadata"]["resourceVersion"], "42");
+    assert!(adopt.get("spec").is_none());
+    let rollout = patch_body(&state, Some("42"), true);
+    assert_eq!(
+        rollout["spec"]["template"]["metadata"]["annotations"]["envroll.dev/config-hash"],
+        "h"
+    );
+}
+
+#[test]
+fn plans_explain_themselves() {
+    assert!(rollout(&["ConfigMap/a"], true)
+        .describe()
+        .contains("not provably after"));
+    assert_eq!(
+        rollout(&["ConfigMap/a"], false).describe(),
+        "rollout pending: ConfigMap/a changed"
+    );
+}
