@@ -27,6 +27,8 @@ const CONFLICT_RETRY: Duration = Duration::from_secs(1);
 /// Waiting for an unknown source: the first retry, doubling up to the cap.
 const UNKNOWN_RETRY: Duration = Duration::from_millis(500);
 const UNKNOWN_RETRY_CAP: Duration = Duration::from_secs(30);
+/// Waits in a row before the workload gets a Warning Event: a blip is only logged.
+const UNKNOWN_REPORTED: u32 = 3;
 /// Failed patches in a row before the workload gets a Warning Event.
 pub(super) const PATCH_FAILURES_REPORTED: u32 = 3;
 
@@ -81,6 +83,9 @@ pub(super) async fn reconcile<W: Workload>(
                 .map(|s| format!("{} {} ({})", s.kind, s.name, s.reason))
                 .collect();
             info!(workload = %key, "not deciding until these are known: {}", names.join(", "));
+            if attempt >= UNKNOWN_REPORTED {
+                warnings.extend(unknown.iter().map(Warning::source_unreadable));
+            }
             context.metrics().skipped("source_unknown");
             Ok(Action::requeue(backoff(
                 UNKNOWN_RETRY,

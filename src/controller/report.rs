@@ -9,6 +9,7 @@ use tracing::{info, warn};
 use super::Context;
 use crate::analysis::{SourceKind, WorkloadAnalysis};
 use crate::hash::source_label;
+use crate::rollout::UnknownSource;
 use crate::store::WorkloadKey;
 use crate::workload::Workload;
 
@@ -46,6 +47,16 @@ impl Warning {
             reason: "SourceMissing",
             message: format!(
                 "{kind} {name} is missing and not optional{unwatched}; not rolling out, new pods would fail with CreateContainerConfigError"
+            ),
+        }
+    }
+
+    pub fn source_unreadable(source: &UnknownSource) -> Self {
+        Warning {
+            reason: "SourceUnreadable",
+            message: format!(
+                "{} {} cannot be read ({}); not deciding until it can be read",
+                source.kind, source.name, source.reason
             ),
         }
     }
