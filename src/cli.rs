@@ -114,8 +114,10 @@ pub struct RunArgs {
     #[arg(long, env = "ENVROLL_LEASE_NAME", default_value = "envroll")]
     pub lease_name: String,
 
-    /// Seconds without renewal after which a standby replica takes over.
-    #[arg(long, env = "ENVROLL_LEASE_DURATION", default_value_t = 15)]
+    /// Seconds without renewal after which a standby replica takes over. The leader renews
+    /// halfway through and stops patching a third before the end, so at least 3.
+    #[arg(long, env = "ENVROLL_LEASE_DURATION", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(3..))]
     pub lease_duration: u64,
 }
 
@@ -178,6 +180,12 @@ mod tests {
             Ok(Scope::Namespaces(vec!["a".into(), "b".into()]))
         );
         assert_eq!(args.debounce, Duration::ZERO);
+    }
+
+    #[test]
+    fn a_lease_too_short_to_renew_in_time_is_refused() {
+        assert!(Cli::try_parse_from(["envroll", "run", "--lease-duration", "2"]).is_err());
+        assert_eq!(run_args(&["--lease-duration", "3"]).lease_duration, 3);
     }
 
     #[test]

@@ -31,10 +31,16 @@ pub struct LeaseSettings {
 }
 
 impl LeaseSettings {
-    /// Renewal starts this long before the lease would expire; it is also the margin by which a
-    /// leader stops patching before another replica may take over (clock skew between nodes).
+    /// The margin by which a leader stops patching before another replica may take the lease:
+    /// room for clock skew between nodes and for a patch in flight.
     fn grace(&self) -> Duration {
         Duration::from_secs(self.duration_seconds.div_ceil(3).max(1))
+    }
+
+    /// Renewal starts this long before the lease would expire: earlier than the grace, so a
+    /// healthy leader renews before its guard runs out.
+    fn renew_before(&self) -> Duration {
+        Duration::from_secs(self.duration_seconds.div_ceil(2).max(1))
     }
 }
 
@@ -104,7 +110,7 @@ pub async fn acquire(
         .with_namespace(&settings.namespace)
         .with_identity(&settings.identity)
         .with_duration(settings.duration_seconds)
-        .with_grace(settings.grace().as_secs())
+        .with_grace(settings.renew_before().as_secs())
         .build()
         .await?;
     let (lease, lease_watch) = watch_lease(client, settings);
@@ -311,7 +317,7 @@ mod tests {
     }
 
     #[test]
-    fn grace_is_a_third_of_the_lease() {
+    fn renewal_comes_before_the_guard_runs_out() {
         let settings = |duration_seconds| LeaseSettings {
             namespace: "envroll".into(),
             name: "envroll".into(),
@@ -319,6 +325,11 @@ mod tests {
             duration_seconds,
         };
         assert_eq!(settings(15).grace(), Duration::from_secs(5));
+        assert_eq!(settings(15).renew_before(), Duration::from_secs(8));
         assert_eq!(settings(1).grace(), Duration::from_secs(1));
+        // A healthy leader renews while its guard still holds.
+        for duration in [3, 6, 15, 60] {
+            assert!(settings(duration).renew_before() >= settings(duration).grace());
+        }
     }
 }

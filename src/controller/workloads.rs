@@ -13,7 +13,7 @@ use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher::{self, watcher};
 use kube::runtime::{Controller, PredicateConfig, WatchStreamExt};
 use kube::{Resource, ResourceExt};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::warn;
 
@@ -41,39 +41,41 @@ pub(super) fn spawn<W: Workload>(
     namespace: &Option<String>,
     shutdown: &watch::Receiver<bool>,
 ) -> (JoinHandle<()>, BoxFuture<'static, ()>) {
-    let (reader, writer) = reflector::store::<Observed<W>>();
-    let listed = {
-        let reader = reader.clone();
-        async move {
-            let _ = reader.wait_until_ready().await;
-        }
-        .boxed()
-    };
+    // Not the reflector's own readiness: its waiters share one waker, which the controller's
+    // waiter takes.
+    let (listed, on_listed) = oneshot::channel();
     let task = tokio::spawn(run::<W>(
         context.clone(),
         namespace.clone(),
-        reader,
-        writer,
+        listed,
         shutdown.clone(),
     ));
-    (task, listed)
+    (task, on_listed.map(|_| ()).boxed())
 }
 
 async fn run<W: Workload>(
     context: Arc<Context>,
     namespace: Option<String>,
-    reader: reflector::Store<Observed<W>>,
-    writer: reflector::store::Writer<Observed<W>>,
+    listed: oneshot::Sender<()>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let (reader, writer) = reflector::store::<Observed<W>>();
     let triggers = context.open_triggers(W::KIND, namespace.clone());
     let api = api_for::<Observed<W>>(context.client(), &namespace);
     let observer = context.clone();
     let touched = context.clone();
+    let mut listed = Some(listed);
     let workloads = watcher(api, watcher::Config::default().page_size(LIST_PAGE_SIZE))
         .default_backoff()
         .modify(|observed: &mut Observed<W>| forget_unused_fields(&mut observed.workload))
-        .inspect(move |event| observe(&observer, event))
+        .inspect(move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone)) {
+                if let Some(listed) = listed.take() {
+                    let _ = listed.send(());
+                }
+            }
+            observe(&observer, event)
+        })
         .reflect(writer)
         .applied_objects()
         .predicate_filter(relevant_change::<Observed<W>>, PredicateConfig::default())
