@@ -24,7 +24,7 @@ use crate::workload::{namespace_or_default, Observed, Workload};
 
 /// The first retry of a failed patch; later ones double, up to the cap.
 const PATCH_RETRY: Duration = Duration::from_secs(1);
-const PATCH_RETRY_CAP: Duration = Duration::from_secs(300);
+const PATCH_RETRY_CAP: Duration = Duration::from_secs(60);
 
 pub(super) fn workload_key<W: Workload>(workload: &W) -> WorkloadKey {
     WorkloadKey {
