@@ -106,14 +106,8 @@ pub async fn acquire(
     settings: &LeaseSettings,
     mut stop: watch::Receiver<bool>,
 ) -> Result<Option<Leadership>, LeaseManagerError> {
-    let manager = LeaseManagerBuilder::new(client.clone(), &settings.name)
-        .with_namespace(&settings.namespace)
-        .with_identity(&settings.identity)
-        .with_duration(settings.duration_seconds)
-        .with_grace(settings.renew_before().as_secs())
-        .build()
-        .await?;
-    let (lease, lease_watch) = watch_lease(client, settings);
+    let mut manager = manager(&client, settings).await?;
+    let (lease, lease_watch) = watch_lease(client.clone(), settings);
     info!(lease = %format!("{}/{}", settings.namespace, settings.name), identity = %settings.identity, "standing by for leadership");
     let mut released = lease.clone();
     loop {
@@ -130,8 +124,12 @@ pub async fn acquire(
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             },
-            // The manager sleeps until the holder's lease would expire; a release ends the wait.
-            _ = holder_released(&mut released) => {}
+            // The manager sleeps until the holder's lease would expire, and keeps what it read
+            // of the Lease until then: a new one reads the released Lease and takes it.
+            _ = holder_released(&mut released) => match self::manager(&client, settings).await {
+                Ok(fresh) => manager = fresh,
+                Err(problem) => warn!(error = %problem, "leader election failed; retrying"),
+            },
         }
     }
     info!(identity = %settings.identity, "became leader");
@@ -160,6 +158,19 @@ pub async fn acquire(
         release,
         task,
     }))
+}
+
+async fn manager(
+    client: &Client,
+    settings: &LeaseSettings,
+) -> Result<LeaseManager, LeaseManagerError> {
+    LeaseManagerBuilder::new(client.clone(), &settings.name)
+        .with_namespace(&settings.namespace)
+        .with_identity(&settings.identity)
+        .with_duration(settings.duration_seconds)
+        .with_grace(settings.renew_before().as_secs())
+        .build()
+        .await
 }
 
 /// What the Lease says: who holds it and when they last renewed.
