@@ -108,7 +108,7 @@ impl Default for Metrics {
         );
         registry.register(
             "tracked_sources",
-            "ConfigMaps and Secrets whose digests are kept",
+            "ConfigMaps and Secrets known (a Secret by its metadata until a managed workload consumes it)",
             tracked_sources.clone(),
         );
         Metrics {

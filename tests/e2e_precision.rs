@@ -150,9 +150,7 @@ async fn a_config_and_image_change_applied_together_roll_out_once() -> Result<()
 #[ignore = "needs a cluster: make e2e"]
 async fn a_flapping_source_rolls_out_at_least_once_per_max_wait() -> Result<()> {
     let case = Case::new("flapping").await?;
-    // The maximum wait goes through the environment, which an operator
-    // without the setting ignores: such an operator fails on the rollouts
-    // below, not on an unknown flag.
+    // Set through the environment, as the install manifests set the flags.
     let _operator = OperatorConfig::scoped(&[case.ns()])
         .debounce("2s")
         .env("ENVROLL_DEBOUNCE_MAX_WAIT", "6s")
