@@ -141,17 +141,4 @@ fn backoff(first: Duration, cap: Duration, attempt: u32) -> Duration {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_its_cap() {
-        let second = Duration::from_secs(1);
-        let delays: Vec<u64> = (1..=7)
-            .map(|attempt| backoff(second, 30 * second, attempt).as_secs())
-            .collect();
-        assert_eq!(delays, vec![1, 2, 4, 8, 16, 30, 30]);
-        assert_eq!(backoff(second, 30 * second, 0), second);
-        assert_eq!(backoff(second, 30 * second, u32::MAX), 30 * second);
-    }
-}
+mod tests;

@@ -139,7 +139,7 @@ fn analyse_and_index<W: Workload>(
 
 /// Reads the Secrets the workload references whose current version has not been read. A failed
 /// read leaves the Secret unknown, with the reason, and the decision waits.
-async fn read_unknown_secrets(analysis: &WorkloadAnalysis, context: &Context) {
+pub(super) async fn read_unknown_secrets(analysis: &WorkloadAnalysis, context: &Context) {
     let wanted: Vec<(SourceKey, Option<String>)> = {
         let state = context.state();
         analysis
