@@ -4,8 +4,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::de::{self, DeserializeOwned, DeserializeSeed, Deserializer, Visitor};
 use serde_json::Value;
 
 use crate::analysis::{SourceKind, SourceMeta, WorkloadAnalysis};
@@ -46,12 +45,26 @@ pub struct Manifests {
 impl Manifests {
     /// Reads one file's worth of YAML. `file` only names the input in messages.
     pub fn add_yaml(&mut self, file: &str, text: &str) -> Result<(), ManifestError> {
+        let limit = text.len().saturating_add(ALIAS_ALLOWANCE);
+        let mut budget = Budget {
+            remaining: limit,
+            exceeded: false,
+        };
         for (index, document) in serde_norway::Deserializer::from_str(text).enumerate() {
             let location = format!("document {}", index + 1);
-            let value = Value::deserialize(document).map_err(|e| ManifestError::Document {
-                file: file.to_string(),
-                location: location.clone(),
-                message: format!("malformed YAML: {e}"),
+            let value = Bounded(&mut budget).deserialize(document).map_err(|e| {
+                ManifestError::Document {
+                    file: file.to_string(),
+                    location: location.clone(),
+                    message: if budget.exceeded {
+                        format!(
+                            "YAML aliases expand the file to more than {limit} values \
+                             (its length in bytes plus {ALIAS_ALLOWANCE})"
+                        )
+                    } else {
+                        format!("malformed YAML: {e}")
+                    },
+                }
             })?;
             self.add_value(file, &location, value)?;
         }
@@ -163,6 +176,121 @@ impl Manifests {
                 .get(&(namespace.clone(), kind, name.to_string()))
                 .copied()
         })
+    }
+}
+
+/// How many values a file may hold beyond one per byte of its text. Without aliases a YAML file
+/// holds fewer values than bytes; with nested aliases a few kilobytes expand to billions of
+/// values (the "billion laughs"), which would exhaust memory long before the YAML library's own
+/// repetition limit stops it. This leaves ordinary anchors and aliases plenty of room.
+const ALIAS_ALLOWANCE: usize = 100_000;
+
+struct Budget {
+    remaining: usize,
+    exceeded: bool,
+}
+
+/// Reads a YAML document into a [`Value`] as `Value::deserialize` does, but spends one unit of
+/// the budget per value so that alias expansion fails early instead of allocating without bound.
+struct Bounded<'a>(&'a mut Budget);
+
+impl Bounded<'_> {
+    fn spend<E: de::Error>(&mut self) -> Result<(), E> {
+        match self.0.remaining.checked_sub(1) {
+            Some(remaining) => {
+                self.0.remaining = remaining;
+                Ok(())
+            }
+            None => {
+                self.0.exceeded = true;
+                Err(E::custom("YAML aliases expand to too many values"))
+            }
+        }
+    }
+
+    fn scalar<E: de::Error>(mut self, value: Value) -> Result<Value, E> {
+        self.spend()?;
+        Ok(value)
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Bounded<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Bounded<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a YAML value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        self.scalar(Value::Bool(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        self.scalar(v.into())
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        self.scalar(v.into())
+    }
+
+    // Integers beyond 64 bits do not fit a JSON number; `Value::deserialize` rejects them too.
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Value, E> {
+        Err(E::custom(format_args!("integer {v} is out of range")))
+    }
+
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Value, E> {
+        Err(E::custom(format_args!("integer {v} is out of range")))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        self.scalar(v.into())
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        self.scalar(Value::String(v.to_string()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        self.scalar(Value::String(v))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        self.scalar(Value::Null)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+        self.scalar(Value::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        self.deserialize(deserializer)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(mut self, mut seq: A) -> Result<Value, A::Error> {
+        self.spend()?;
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(Bounded(&mut *self.0))? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(mut self, mut map: A) -> Result<Value, A::Error> {
+        self.spend()?;
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = map.next_value_seed(Bounded(&mut *self.0))?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
     }
 }
 
