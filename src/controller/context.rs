@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures::channel::mpsc;
 use kube::runtime::events::Reporter;
-use kube::Client;
+use kube::{Client, ResourceExt};
 use tracing::debug;
 
 use super::Settings;
@@ -17,8 +17,17 @@ use crate::leader::LeaseGuard;
 use crate::metrics::Metrics;
 use crate::rollout::Applied;
 use crate::store::{ReverseIndex, SourceKey, SourceStore, TemplateEdits, WorkloadKey};
+use crate::workload::{namespace_or_default, Workload};
 
 pub(super) const FIELD_MANAGER: &str = "envroll";
+
+pub(super) fn workload_key<W: Workload>(workload: &W) -> WorkloadKey {
+    WorkloadKey {
+        kind: W::KIND,
+        namespace: namespace_or_default(workload.namespace()),
+        name: workload.name_any(),
+    }
+}
 
 /// What the operator remembers per workload between reconciles, outside the cluster.
 #[derive(Debug, Default)]

@@ -10,9 +10,8 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use tracing::{debug, info, warn};
 
-use super::context::FIELD_MANAGER;
+use super::context::{workload_key, FIELD_MANAGER};
 use super::report::{self, Warning};
-use super::workloads::workload_key;
 use super::{backoff, Context};
 use crate::analysis::{SourceKind, WorkloadAnalysis};
 use crate::policy;

@@ -17,22 +17,15 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::warn;
 
+use super::context::workload_key;
 use super::reconcile::{reconcile, Error};
 use super::{api_for, backoff, Context, LIST_PAGE_SIZE};
 use crate::store::{revision, WorkloadKey};
-use crate::workload::{namespace_or_default, Observed, Workload};
+use crate::workload::{Observed, Workload};
 
 /// The first retry of a failed patch; later ones double, up to the cap.
 const PATCH_RETRY: Duration = Duration::from_secs(1);
 const PATCH_RETRY_CAP: Duration = Duration::from_secs(60);
-
-pub(super) fn workload_key<W: Workload>(workload: &W) -> WorkloadKey {
-    WorkloadKey {
-        kind: W::KIND,
-        namespace: namespace_or_default(workload.namespace()),
-        name: workload.name_any(),
-    }
-}
 
 /// Starts the controller of one kind in one namespace (`None`: all of them). The future resolves
 /// once the workload watch has listed for the first time.
