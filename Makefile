@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all build release lint unit test demo explain-examples
+.PHONY: all build release lint unit test demo explain-examples fuzz fuzz-smoke
 
 all: build
 
@@ -16,9 +16,10 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 
-# Unit and property tests of the pure modules, and the binary's own tests.
+# Unit and property tests of the pure modules, the binary's own tests, and the regression tests of
+# crashes the fuzzers found.
 unit:
-	$(CARGO) test --locked --lib --bins --test cli_explain
+	$(CARGO) test --locked --lib --bins --test cli_explain --test fuzz_regressions
 
 # Everything CI runs: formatting, lints, deployment lints (Helm chart, manifests, Dockerfile), unit
 # and property tests, and the end-to-end suite on a local control plane.
@@ -31,6 +32,26 @@ explain-examples:
 demo:
 	e2e/demo
 
+# Coverage-guided fuzzing of the manifest reader and the annotation parsers (needs the nightly
+# toolchain and `cargo install cargo-fuzz`). Targets run one after the other on one core each; a
+# crash stops the run and leaves its input in fuzz/artifacts/<target>/. The corpus grows in
+# fuzz/corpus/<target>/ (not committed), starting from the seeds in fuzz/seeds/.
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS := manifests annotations
+FUZZ_FLAGS = -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+
+fuzz:
+	cd fuzz && for target in $(FUZZ_TARGETS); do \
+	  mkdir -p corpus/$$target && \
+	  cargo +nightly fuzz run --debug-assertions $$target corpus/$$target seeds/$$target -- \
+	    -dict=seeds/$$target.dict $(FUZZ_FLAGS) || exit 1; \
+	done
+
+# The same, about 30 seconds per target: short enough for CI.
+fuzz-smoke:
+	$(MAKE) fuzz FUZZ_SECONDS=30
+
 include e2e/cluster.mk
 include lint.mk
 include bench.mk
+include chaos.mk
