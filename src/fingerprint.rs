@@ -20,7 +20,8 @@ pub const VERSION: &str = "v2";
 const DIGEST_HEX_LEN: usize = 16;
 
 /// The fingerprint of a pod template given as JSON (`spec.template` of a workload). envroll's
-/// own `envroll.dev/config-hash` is left out, so a rollout by envroll is not a template edit.
+/// own annotations (`envroll.dev/config-hash`, `envroll.dev/rollout`) are left out, so a rollout
+/// by envroll is not a template edit.
 pub fn template_fingerprint(template: &Value) -> String {
     let mut template = canonical(template).unwrap_or(Value::Null);
     if let Some(annotations) = template
@@ -28,6 +29,7 @@ pub fn template_fingerprint(template: &Value) -> String {
         .and_then(Value::as_object_mut)
     {
         annotations.remove(policy::CONFIG_HASH);
+        annotations.remove(policy::ROLLOUT_MARK);
     }
     // Removing the annotation can leave empty objects behind.
     let template = canonical(&template).unwrap_or(Value::Null);
@@ -108,7 +110,8 @@ mod tests {
     #[test]
     fn envrolls_own_annotation_is_left_out_and_others_count() {
         let mut rolled = web();
-        rolled["metadata"]["annotations"] = json!({policy::CONFIG_HASH: "abc"});
+        rolled["metadata"]["annotations"] =
+            json!({policy::CONFIG_HASH: "abc", policy::ROLLOUT_MARK: "42"});
         assert_eq!(template_fingerprint(&web()), template_fingerprint(&rolled));
         let mut restarted = web();
         restarted["metadata"]["annotations"] =

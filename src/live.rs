@@ -103,7 +103,7 @@ async fn explain_workload<W: Workload>(
         let key = SourceKey::new(source.kind, namespace, &source.name);
         match read(&client, &key).await {
             Ok(Some(record)) => {
-                store.record_read(key, record);
+                store.upsert(key, record);
             }
             Ok(None) => {}
             Err(reason) => store.record_failed_read(key, reason),

@@ -16,6 +16,9 @@ pub const VOLUMES: &str = "envroll.dev/volumes";
 pub const IGNORE: &str = "envroll.dev/ignore";
 /// Written into the pod template: changing it is what rolls the workload out.
 pub const CONFIG_HASH: &str = "envroll.dev/config-hash";
+/// Written into the pod template next to the hash when a rollout's hash is the one the template
+/// already carries, so that the template still changes.
+pub const ROLLOUT_MARK: &str = "envroll.dev/rollout";
 /// Written into the workload's own metadata: the state envroll last acted on (see
 /// `rollout::Applied`). Changing it never touches pods, which is why the baseline lives there and
 /// not in the template.

@@ -160,6 +160,18 @@ pub fn decide<'a>(
     if !unknown.is_empty() {
         return Decision::Wait(unknown);
     }
+    // Any required source, not only a rollout source: new pods could not start without it. And
+    // an absent object's `immutable` is not known, so deciding without it could drop it from
+    // the rollout sources and miss the change its re-creation brings.
+    let missing: Vec<(SourceKind, String)> = analysis
+        .sources
+        .iter()
+        .filter(|s| !s.optional && source(s.kind, &s.name) == SourceView::Absent)
+        .map(|s| (s.kind, s.name.clone()))
+        .collect();
+    if !missing.is_empty() {
+        return Decision::Blocked(MissingRequired { sources: missing });
+    }
     let hash = workload_hash(analysis, |kind, name| match source(kind, name) {
         SourceView::Known { digests, .. } => Some(digests),
         _ => None,
@@ -242,10 +254,14 @@ pub fn plan(
 
 /// The merge patch for a plan: only envroll's annotations, guarded by the resource version the
 /// decision was made on, so a concurrent edit makes the patch fail and the decision is redone.
+/// `template_hash` is the config hash the pod template carries now: when a rollout's hash equals
+/// it (the config went back to a state the template still names), the template is marked with
+/// the resource version too, or nothing would change and no pod would be replaced.
 pub fn patch_body(
     applied: &Applied,
     resource_version: Option<&str>,
     roll_out: bool,
+    template_hash: Option<&str>,
 ) -> serde_json::Value {
     let mut body = json!({
         "metadata": {
@@ -254,9 +270,11 @@ pub fn patch_body(
         }
     });
     if roll_out {
-        body["spec"] = json!({
-            "template": { "metadata": { "annotations": { policy::CONFIG_HASH: applied.hash } } }
-        });
+        let mut annotations = json!({ policy::CONFIG_HASH: applied.hash });
+        if template_hash == Some(applied.hash.as_str()) {
+            annotations[policy::ROLLOUT_MARK] = json!(resource_version);
+        }
+        body["spec"] = json!({ "template": { "metadata": { "annotations": annotations } } });
     }
     body
 }

@@ -229,18 +229,20 @@ impl SourceStore {
         true
     }
 
-    /// Stores data read with a GET, unless the watch has meanwhile reported a newer version: a
-    /// slow read must not overwrite newer data. Says whether it was stored.
+    /// Stores data read with a GET for a source the watch knows, unless the watch has meanwhile
+    /// reported a newer version: a slow read must not overwrite newer data, nor bring back an
+    /// object whose deletion the watch has reported. Says whether it was stored.
     pub fn record_read(&mut self, key: SourceKey, record: SourceRecord) -> bool {
-        let newer_known = self.sources.get(&key).is_some_and(|existing| {
-            match (
-                revision(existing.resource_version.as_deref()),
-                revision(record.resource_version.as_deref()),
-            ) {
-                (Some(known), Some(read)) => known > read,
-                _ => existing.resource_version != record.resource_version,
-            }
-        });
+        let Some(existing) = self.sources.get(&key) else {
+            return false;
+        };
+        let newer_known = match (
+            revision(existing.resource_version.as_deref()),
+            revision(record.resource_version.as_deref()),
+        ) {
+            (Some(known), Some(read)) => known > read,
+            _ => existing.resource_version != record.resource_version,
+        };
         if newer_known {
             return false;
         }

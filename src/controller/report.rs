@@ -46,7 +46,7 @@ impl Warning {
         Warning {
             reason: "SourceMissing",
             message: format!(
-                "{kind} {name} is missing and not optional{unwatched}; not rolling out, new pods would fail with CreateContainerConfigError"
+                "{kind} {name} is missing and not optional{unwatched}; not rolling out, new pods could not start (CreateContainerConfigError or FailedMount)"
             ),
         }
     }

@@ -158,12 +158,9 @@ async fn watch<S: WatchedSource>(
     }
 }
 
+/// A list refused by RBAC. Only a failed list counts: it is retried as a list, whose end
+/// (`ListDone`) clears the mark; a refused watch resumes without a list and would leave its
+/// scope unknown for good.
 fn is_forbidden(problem: &watcher::Error) -> bool {
-    match problem {
-        watcher::Error::InitialListFailed(kube::Error::Api(status))
-        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
-        | watcher::Error::WatchFailed(kube::Error::Api(status)) => status.code == 403,
-        watcher::Error::WatchError(status) => status.code == 403,
-        _ => false,
-    }
+    matches!(problem, watcher::Error::InitialListFailed(kube::Error::Api(status)) if status.code == 403)
 }

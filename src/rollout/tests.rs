@@ -248,8 +248,15 @@ fn an_unknown_source_waits_even_if_it_would_not_roll_out() {
 fn a_missing_required_source_blocks_and_a_missing_optional_one_is_a_state() {
     let required = analyse_deployment(&[("envroll.dev/auto", "true")], ENV_FROM, |_, _| None);
     let decision = decide(&required, template(), None, |_, _| SourceView::Absent);
-    assert!(matches!(decision, Decision::Blocked(missing)
-        if missing.sources == vec![(SourceKind::ConfigMap, "env".to_string())]));
+    // The volume is not a rollout source, but pods could not start without it either.
+    assert!(
+        matches!(&decision, Decision::Blocked(missing)
+        if missing.sources == vec![
+            (SourceKind::ConfigMap, "env".to_string()),
+            (SourceKind::ConfigMap, "files".to_string()),
+        ]),
+        "{decision:?}"
+    );
 
     let optional = analyse_deployment(
         &[("envroll.dev/auto", "true")],
@@ -313,14 +320,24 @@ fn baseline_round_trips_and_malformed_is_an_error() {
 #[test]
 fn patches_touch_only_envroll_annotations() {
     let state = applied("h", OLD_TEMPLATE, &[]);
-    let adopt = patch_body(&state, Some("42"), false);
+    let adopt = patch_body(&state, Some("42"), false, Some("old"));
     assert_eq!(adopt["metadata"]["resourceVersion"], "42");
     assert!(adopt.get("spec").is_none());
-    let rollout = patch_body(&state, Some("42"), true);
-    assert_eq!(
-        rollout["spec"]["template"]["metadata"]["annotations"]["envroll.dev/config-hash"],
-        "h"
-    );
+    let rollout = patch_body(&state, Some("42"), true, Some("old"));
+    let annotations = &rollout["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(annotations["envroll.dev/config-hash"], "h");
+    assert!(annotations.get("envroll.dev/rollout").is_none());
+}
+
+#[test]
+fn a_rollout_changes_the_template_even_when_it_already_holds_the_hash() {
+    // The config went back to a state whose hash the template still carries (after a
+    // re-baseline, or `kubectl rollout undo`): the hash alone would change nothing.
+    let state = applied("h", OLD_TEMPLATE, &[]);
+    let rollout = patch_body(&state, Some("42"), true, Some("h"));
+    let annotations = &rollout["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(annotations["envroll.dev/config-hash"], "h");
+    assert_eq!(annotations["envroll.dev/rollout"], "42");
 }
 
 #[test]
@@ -331,5 +348,53 @@ fn plans_explain_themselves() {
     assert_eq!(
         rollout(&["ConfigMap/a"], false).describe(),
         "rollout pending: ConfigMap/a changed"
+    );
+}
+
+#[test]
+fn a_deleted_immutable_volume_blocks_until_it_is_recreated_then_rolls_out() {
+    // An immutable ConfigMap mounted as a volume is frozen. While it is deleted its immutability
+    // is unknown; deciding then would drop it from the rollout sources and its re-creation would
+    // only re-baseline.
+    const IMMUTABLE_VOLUME: &str = "spec: {containers: [{name: a, volumeMounts: [{name: release, mountPath: /etc/release}]}], volumes: [{name: release, configMap: {name: release}}]}";
+    let immutable = SourceMeta {
+        ignore: false,
+        immutable: true,
+    };
+    let known = analyse_deployment(&[("envroll.dev/auto", "true")], IMMUTABLE_VOLUME, |_, _| {
+        Some(immutable)
+    });
+    let first = digests("1");
+    let Decision::Act {
+        applied: baseline, ..
+    } = decide(&known, template(), None, |_, _| SourceView::Known {
+        digests: &first,
+        meta: immutable,
+        revision: Some(1),
+    })
+    else {
+        panic!("decided");
+    };
+    assert_eq!(baseline.sources.len(), 1);
+    let deleted = analyse_deployment(&[("envroll.dev/auto", "true")], IMMUTABLE_VOLUME, |_, _| {
+        None
+    });
+    assert!(matches!(
+        decide(&deleted, template(), Some(&baseline), |_, _| {
+            SourceView::Absent
+        }),
+        Decision::Blocked(_)
+    ));
+    let second = digests("2");
+    let decision = decide(&known, template(), Some(&baseline), |_, _| {
+        SourceView::Known {
+            digests: &second,
+            meta: immutable,
+            revision: Some(5),
+        }
+    });
+    assert!(
+        matches!(&decision, Decision::Act { plan, .. } if plan.rolls_out()),
+        "{decision:?}"
     );
 }

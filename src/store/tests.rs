@@ -165,9 +165,10 @@ fn a_failure_of_an_older_read_does_not_touch_a_newer_version() {
 #[test]
 fn a_slow_read_never_overwrites_a_newer_version() {
     let mut store = SourceStore::default();
-    let (db, _) = secret_metadata_record(&secret_metadata("db", "10"));
+    let (db, listed) = secret_metadata_record(&secret_metadata("db", "10"));
+    store.upsert(db.clone(), listed);
     let (_, old) = secret_record(&secret("db", "10", "old")).unwrap();
-    store.record_read(db.clone(), old);
+    assert!(store.record_read(db.clone(), old));
     // The watch reports version 12 while a read of version 11 is on its way.
     let (_, newer) = secret_metadata_record(&secret_metadata("db", "12"));
     assert!(store.upsert(db.clone(), newer));
@@ -190,12 +191,25 @@ fn a_slow_read_never_overwrites_a_newer_version() {
 }
 
 #[test]
+fn a_read_never_brings_back_a_deleted_source() {
+    // The watch reported the delete while the read of the last version was on its way.
+    let mut store = SourceStore::default();
+    let (db, listed) = secret_metadata_record(&secret_metadata("db", "3"));
+    store.upsert(db.clone(), listed);
+    store.remove(&db);
+    let (_, read) = secret_record(&secret("db", "3", "pw")).unwrap();
+    assert!(!store.record_read(db.clone(), read));
+    assert_eq!(store.view(&db), SourceView::Absent);
+}
+
+#[test]
 fn revisions_that_are_not_numbers_cannot_be_ordered() {
     assert_eq!(revision(Some("42")), Some(42));
     assert_eq!(revision(Some("abc")), None);
     assert_eq!(revision(None), None);
     let mut store = SourceStore::default();
-    let (db, _) = secret_metadata_record(&secret_metadata("db", "x"));
+    let (db, listed) = secret_metadata_record(&secret_metadata("db", "x"));
+    store.upsert(db.clone(), listed);
     let (_, read) = secret_record(&secret("db", "x", "pw")).unwrap();
     assert!(store.record_read(db.clone(), read));
     let (_, other) = secret_record(&secret("db", "y", "pw")).unwrap();
