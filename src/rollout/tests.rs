@@ -398,3 +398,59 @@ fn a_deleted_immutable_volume_blocks_until_it_is_recreated_then_rolls_out() {
         "{decision:?}"
     );
 }
+
+#[test]
+fn decide_orders_a_template_edit_by_the_revisions_of_the_sources() {
+    let analysis = analyse_deployment(
+        &[("envroll.dev/auto", "true")],
+        OPTIONAL_ENV_FROM,
+        |_, _| None,
+    );
+    let old = digests("1");
+    let known = |digests| {
+        move |_: SourceKind, _: &str| SourceView::Known {
+            digests,
+            meta: SourceMeta::default(),
+            revision: Some(100),
+        }
+    };
+    let Decision::Act {
+        applied: baseline, ..
+    } = decide(&analysis, template(), None, known(&old))
+    else {
+        panic!("decided");
+    };
+    let new = digests("2");
+    let edited = |edited_at| Template {
+        fingerprint: NEW_TEMPLATE,
+        edited_at: Some(edited_at),
+    };
+    // The ConfigMap changed at revision 100: an edit at 101 carries it, one at 99 does not.
+    let after = decide(&analysis, edited(101), Some(&baseline), known(&new));
+    assert!(
+        matches!(
+            &after,
+            Decision::Act {
+                plan: Plan::Rebaseline(RebaselineCause::TemplateEditedAfterConfig),
+                ..
+            }
+        ),
+        "{after:?}"
+    );
+    let before = decide(&analysis, edited(99), Some(&baseline), known(&new));
+    assert!(
+        matches!(&before, Decision::Act { plan, .. } if *plan == rollout(&["ConfigMap/env"], true)),
+        "{before:?}"
+    );
+}
+
+#[test]
+fn one_revision_cannot_be_both_the_edit_and_the_change() {
+    let before = applied("h1", OLD_TEMPLATE, &[("ConfigMap/a", "1")]);
+    let after = applied("h2", NEW_TEMPLATE, &[("ConfigMap/a", "9")]);
+    let revs = revisions(&[("ConfigMap/a", Some(100))]);
+    assert_eq!(
+        plan(Some(&before), &after, Some(100), &revs),
+        rollout(&["ConfigMap/a"], true)
+    );
+}
