@@ -117,12 +117,7 @@ async fn explain_workload<W: Workload>(
             "updateStrategy is OnDelete: a rollout changes the template, but pods restart only when deleted".into(),
         );
     }
-    let template_hash = workload
-        .template()
-        .and_then(|t| t.metadata.as_ref())
-        .and_then(|m| m.annotations.as_ref())
-        .and_then(|a| a.get(policy::CONFIG_HASH))
-        .cloned();
+    let template_hash = workload.template_config_hash().map(str::to_string);
     let baseline =
         Applied::parse(workload.annotations().get(policy::APPLIED)).unwrap_or_else(|problem| {
             analysis.warnings.push(problem);

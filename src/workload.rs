@@ -16,6 +16,7 @@ use crate::analysis::{
     analyse, SourceKind, SourceMeta, WorkloadAnalysis, WorkloadInput, WorkloadKind,
 };
 use crate::fingerprint::template_fingerprint;
+use crate::policy;
 
 pub trait Workload:
     Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -33,6 +34,17 @@ pub trait Workload:
 
     /// The update strategy type as written, when the workload sets one.
     fn strategy_type(&self) -> Option<&str>;
+
+    /// The config hash envroll last wrote into the pod template, if any.
+    fn template_config_hash(&self) -> Option<&str> {
+        self.template()?
+            .metadata
+            .as_ref()?
+            .annotations
+            .as_ref()?
+            .get(policy::CONFIG_HASH)
+            .map(String::as_str)
+    }
 
     /// With `OnDelete` a template change restarts nothing until someone deletes the pods.
     fn updates_on_delete(&self) -> bool {

@@ -300,16 +300,11 @@ async fn apply<W: Workload>(
             return Ok(Action::requeue(CONFLICT_RETRY));
         }
         let api: Api<W> = Api::namespaced(context.client().clone(), &key.namespace);
-        let template_hash = workload
-            .template()
-            .and_then(|template| template.metadata.as_ref())
-            .and_then(|metadata| metadata.annotations.as_ref())
-            .and_then(|annotations| annotations.get(policy::CONFIG_HASH));
         let body = patch_body(
             &applied,
             workload.meta().resource_version.as_deref(),
             plan.rolls_out(),
-            template_hash.map(String::as_str),
+            workload.template_config_hash(),
         );
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.to_string()),
