@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::analysis::{SourceKind, WorkloadAnalysis, WorkloadKind};
 use crate::explain::render_table;
 use crate::policy;
-use crate::rollout::{decide, Applied, Decision, Template};
+use crate::rollout::{decide, Applied, Decision, PodsStartedAfter, Template};
 use crate::store::{config_map_record, secret_record, SourceKey, SourceRecord, SourceStore};
 use crate::workload::{analyse_workload, Observed, Workload};
 
@@ -128,7 +128,7 @@ async fn explain_workload<W: Workload>(
     // watched it happen: here the order is unknown, as after a restart.
     let template = Template {
         fingerprint: &observed.template_fingerprint,
-        edited_at: None,
+        started_after: PodsStartedAfter::default(),
     };
     let decision = decide(&analysis, template, baseline.as_ref(), |kind, name| {
         store.view(&SourceKey::new(kind, namespace, name))

@@ -53,10 +53,21 @@ impl Applied {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Template<'a> {
     pub fingerprint: &'a str,
-    /// The revision of the edit that gave the template this fingerprint, when envroll watched
-    /// that edit happen. `None` when it was first seen already edited (after a start or a
-    /// re-list), so its order against config changes is not known.
-    pub edited_at: Option<u64>,
+    pub started_after: PodsStartedAfter,
+}
+
+/// Revisions before which every config change is read by the pods the template runs now: pods
+/// are started after the template change that made them, and read the config of that moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PodsStartedAfter {
+    /// The edit that gave the template its current fingerprint, when envroll watched that edit
+    /// happen. `None` when it was first seen already edited (after a start or a re-list), so its
+    /// order against config changes is not known.
+    pub edit: Option<u64>,
+    /// envroll's last rollout of the workload (the revision its patch produced), when this
+    /// process made it. A source watch can be behind (the API server was down): a change it
+    /// reports late may be older than that rollout, whose pods then read it already.
+    pub rollout: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,6 +92,8 @@ pub enum RebaselineCause {
     TemplateChanged,
     /// The template was edited after every config change: the pods it starts read the new config.
     TemplateEditedAfterConfig,
+    /// envroll's last rollout came after every config change: its pods read the new config.
+    RolledOutAfterConfig,
     /// The set of rollout sources changed (annotations or references), no source's data did.
     SourcesChanged,
 }
@@ -100,6 +113,9 @@ impl Plan {
             }
             Plan::Rebaseline(RebaselineCause::TemplateEditedAfterConfig) => {
                 "the pod template was edited after the config change: the pods it starts read the new config, so the baseline is updated without an extra rollout".into()
+            }
+            Plan::Rebaseline(RebaselineCause::RolledOutAfterConfig) => {
+                "envroll's last rollout came after the config change: the pods it started read the new config, so the baseline is updated without another rollout".into()
             }
             Plan::Rebaseline(RebaselineCause::SourcesChanged) => {
                 "the set of rollout sources changed (annotations or references): the baseline is updated without a rollout".into()
@@ -191,19 +207,19 @@ pub fn decide<'a>(
         })
         .collect();
     let current = Applied::current(&hash, template.fingerprint);
-    let plan = plan(baseline, &current, template.edited_at, &revisions);
+    let plan = plan(baseline, &current, template.started_after, &revisions);
     Decision::Act {
         plan,
         applied: current,
     }
 }
 
-/// Compares the current state with the baseline. `revisions` gives each rollout source's current
-/// revision (`None` when it is absent or its revision cannot be ordered).
+/// Compares the current state with the baseline. `revisions` gives the revision since which each
+/// rollout source holds its current data (`None` when it is absent or cannot be ordered).
 pub fn plan(
     baseline: Option<&Applied>,
     current: &Applied,
-    template_edited_at: Option<u64>,
+    started_after: PodsStartedAfter,
     revisions: &BTreeMap<String, Option<u64>>,
 ) -> Plan {
     let Some(baseline) = baseline else {
@@ -228,22 +244,27 @@ pub fn plan(
             RebaselineCause::SourcesChanged
         });
     }
-    // Pods started for a template edit read the config of that moment: they carry a config
-    // change only if the edit came after it. When the order cannot be shown, rolling out once
-    // more is the price; a pod left on old config is not.
-    let edited_after_every_change = template_edited
-        && fingerprint::is_current(&baseline.template)
-        && template_edited_at.is_some_and(|edited| {
+    // Pods started for a template change read the config of that moment: they carry a config
+    // change only if the template changed after it. When the order cannot be shown, rolling out
+    // once more is the price; a pod left on old config is not.
+    let carried_by = |template_changed_at: Option<u64>| {
+        template_changed_at.is_some_and(|template_changed_at| {
             changed.iter().all(|label| {
                 revisions
                     .get(label)
                     .copied()
                     .flatten()
-                    .is_some_and(|changed_at| changed_at < edited)
+                    .is_some_and(|changed_at| changed_at < template_changed_at)
             })
-        });
-    if edited_after_every_change {
+        })
+    };
+    let edit = started_after
+        .edit
+        .filter(|_| template_edited && fingerprint::is_current(&baseline.template));
+    if carried_by(edit) {
         Plan::Rebaseline(RebaselineCause::TemplateEditedAfterConfig)
+    } else if carried_by(edit.max(started_after.rollout)) {
+        Plan::Rebaseline(RebaselineCause::RolledOutAfterConfig)
     } else {
         Plan::Rollout {
             changed,

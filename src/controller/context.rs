@@ -40,6 +40,8 @@ pub(super) struct Memo {
     pub waits: u32,
     /// Patches in a row that failed with something other than a conflict.
     pub patch_failures: u32,
+    /// The revision of envroll's last rollout of the workload (`PodsStartedAfter::rollout`).
+    pub rolled_out_at: Option<u64>,
 }
 
 pub(super) struct State {

@@ -15,8 +15,10 @@ use super::report::{self, Warning};
 use super::{backoff, Context};
 use crate::analysis::{SourceKind, WorkloadAnalysis};
 use crate::policy;
-use crate::rollout::{decide, patch_body, Applied, Decision, Plan, RebaselineCause, Template};
-use crate::store::{secret_record, Data, SourceKey, WorkloadKey};
+use crate::rollout::{
+    decide, patch_body, Applied, Decision, Plan, PodsStartedAfter, RebaselineCause, Template,
+};
+use crate::store::{revision, secret_record, Data, SourceKey, WorkloadKey};
 use crate::workload::{analyse_workload, Observed, Workload};
 
 /// Level-triggered safety net: every workload is decided again this often even without events.
@@ -193,6 +195,28 @@ pub(super) async fn read_unknown_secrets(analysis: &WorkloadAnalysis, context: &
     }
 }
 
+/// Counts a failed patch; a few in a row are reported on the workload.
+fn patch_failed(
+    key: &WorkloadKey,
+    source: kube::Error,
+    warnings: &mut Vec<Warning>,
+    context: &Context,
+) -> Error {
+    let failures = {
+        let mut state = context.state();
+        let memo = state.memo(key);
+        memo.patch_failures += 1;
+        memo.patch_failures
+    };
+    if failures >= PATCH_FAILURES_REPORTED {
+        warnings.push(Warning::patch_failed(failures, &source));
+    }
+    Error::Patch {
+        workload: key.clone(),
+        source,
+    }
+}
+
 /// A failed read, as a metric label.
 fn fetch_error_reason(problem: &kube::Error) -> &'static str {
     match problem {
@@ -255,7 +279,10 @@ fn look<W: Workload>(
     }
     let template = Template {
         fingerprint: &observed.template_fingerprint,
-        edited_at: state.edits.edited_at(key, &observed.template_fingerprint),
+        started_after: PodsStartedAfter {
+            edit: state.edits.edited_at(key, &observed.template_fingerprint),
+            rollout: state.memos.get(key).and_then(|memo| memo.rolled_out_at),
+        },
     };
     let decision = decide(&analysis, template, baseline.as_ref(), |kind, name| {
         store.view(&SourceKey::new(kind, &namespace, name))
@@ -282,6 +309,9 @@ async fn apply<W: Workload>(
         }
         Plan::Rebaseline(RebaselineCause::TemplateEditedAfterConfig) => {
             context.metrics().skipped("template_edited_after_config")
+        }
+        Plan::Rebaseline(RebaselineCause::RolledOutAfterConfig) => {
+            context.metrics().skipped("rolled_out_after_config")
         }
         Plan::Rebaseline(RebaselineCause::SourcesChanged) => {
             context.metrics().skipped("sources_changed")
@@ -310,28 +340,22 @@ async fn apply<W: Workload>(
             field_manager: Some(FIELD_MANAGER.to_string()),
             ..PatchParams::default()
         };
-        if let Err(source) = api.patch(&key.name, &params, &Patch::Merge(&body)).await {
-            if matches!(&source, kube::Error::Api(status) if status.is_conflict()) {
+        let patched = match api.patch(&key.name, &params, &Patch::Merge(&body)).await {
+            Ok(patched) => patched,
+            Err(kube::Error::Api(status)) if status.is_conflict() => {
                 // The workload changed under us. Its new version does not necessarily trigger a
                 // reconcile (status and label updates are filtered out), so decide again soon.
                 debug!(workload = %key, "conflict while patching; deciding again on the newer version");
                 return Ok(Action::requeue(CONFLICT_RETRY));
             }
-            let failures = {
-                let mut state = context.state();
-                let memo = state.memo(key);
-                memo.patch_failures += 1;
-                memo.patch_failures
-            };
-            if failures >= PATCH_FAILURES_REPORTED {
-                warnings.push(Warning::patch_failed(failures, &source));
-            }
-            return Err(Error::Patch {
-                workload: key.clone(),
-                source,
-            });
+            Err(source) => return Err(patch_failed(key, source, warnings, context)),
+        };
+        let mut state = context.state();
+        let memo = state.memo(key);
+        memo.patch_failures = 0;
+        if plan.rolls_out() {
+            memo.rolled_out_at = revision(patched.meta().resource_version.as_deref());
         }
-        context.state().memo(key).patch_failures = 0;
     }
     if let Plan::Rollout {
         changed,

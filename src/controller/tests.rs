@@ -2,10 +2,12 @@
 //! against a mocked HTTP service under the kube client. The same paths run for real in the e2e
 //! suite and under `make chaos`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::{Request, Response, StatusCode};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::client::Body;
 use kube::Client;
 use tokio::sync::{watch, Notify};
@@ -15,9 +17,10 @@ use super::*;
 use crate::analysis::SourceKind;
 use crate::debounce::Debounce;
 use crate::metrics::Metrics;
-use crate::rollout::{decide, Decision, Template};
-use crate::store::{secret_metadata_record, SourceKey};
+use crate::rollout::{decide, Decision, PodsStartedAfter, Template};
+use crate::store::{config_map_record, secret_metadata_record, SourceKey};
 use crate::test_support::analyse_deployment;
+use crate::workload::Observed;
 
 #[test]
 fn backoff_doubles_up_to_its_cap() {
@@ -102,7 +105,7 @@ where
     let view = format!("{:?}", state.store.view(&key));
     let template = Template {
         fingerprint: "v2:0",
-        edited_at: None,
+        started_after: PodsStartedAfter::default(),
     };
     let decision = decide(&analysis, template, None, |kind, name| {
         state.store.view(&SourceKey::new(kind, "shop", name))
@@ -233,4 +236,108 @@ async fn ready_only_once_the_workload_watches_have_listed() {
         .await
         .expect("stops when asked")
         .unwrap();
+}
+
+/// A Deployment `shop/web` reading the ConfigMaps `env` and `other` through `envFrom`.
+fn web(resource_version: &str, applied: Option<&str>) -> Arc<Observed<Deployment>> {
+    let mut annotations = serde_json::json!({ "envroll.dev/auto": "true" });
+    if let Some(applied) = applied {
+        annotations["envroll.dev/applied"] = applied.into();
+    }
+    let deployment = serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "shop", "resourceVersion": resource_version,
+                     "annotations": annotations},
+        "spec": {
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "a", "image": "web:1", "envFrom": [
+                    {"configMapRef": {"name": "env"}}, {"configMapRef": {"name": "other"}},
+                ]}]},
+            },
+        },
+    });
+    Arc::new(serde_json::from_value(deployment).expect("a Deployment"))
+}
+
+fn store_config_map(context: &Context, name: &str, resource_version: &str, value: &str) {
+    let config_map: ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "namespace": "shop", "resourceVersion": resource_version},
+        "data": {"key": value},
+    }))
+    .expect("a ConfigMap");
+    let (key, record) = config_map_record(&config_map);
+    context.state().store.upsert(key, record);
+}
+
+#[tokio::test]
+async fn a_change_a_lagging_watch_reports_after_envrolls_rollout_is_not_rolled_out_again() {
+    // Every PATCH is recorded and answered with the Deployment at `patched_version`.
+    let patches = Arc::new(Mutex::new(Vec::<serde_json::Value>::new()));
+    let patched_version = Arc::new(Mutex::new(String::new()));
+    let (recorded, version) = (patches.clone(), patched_version.clone());
+    let context = context(client(move |request: Request<Body>| {
+        let (recorded, version) = (recorded.clone(), version.clone());
+        async move {
+            if request.method() != "PATCH" {
+                return status(404, "NotFound");
+            }
+            let body = request.into_body().collect_bytes().await.expect("a body");
+            recorded
+                .lock()
+                .unwrap()
+                .push(serde_json::from_slice(&body).expect("JSON"));
+            let version = version.lock().unwrap().clone();
+            let deployment = serde_json::json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "web", "namespace": "shop", "resourceVersion": version},
+            });
+            respond(StatusCode::OK, &deployment.to_string())
+        }
+    }));
+    let last_applied = || {
+        let patches = patches.lock().unwrap();
+        let last = patches.last().expect("a patch");
+        last["metadata"]["annotations"]["envroll.dev/applied"]
+            .as_str()
+            .expect("a baseline")
+            .to_string()
+    };
+    let decide_at = |resource_version: &str, applied: Option<String>, patch_version: &str| {
+        *patched_version.lock().unwrap() = patch_version.to_string();
+        reconcile::reconcile(web(resource_version, applied.as_deref()), context.clone())
+    };
+
+    store_config_map(&context, "env", "10", "1");
+    store_config_map(&context, "other", "11", "1");
+    decide_at("20", None, "21").await.expect("adopted");
+    // env changes at 30: envroll rolls out, and its patch makes revision 100.
+    store_config_map(&context, "env", "30", "2");
+    decide_at("21", Some(last_applied()), "100")
+        .await
+        .expect("rolled out");
+    // The ConfigMap watch was behind: it reports `other`'s change at 90 only now. The pods of
+    // the rollout at 100 started after it and read it.
+    store_config_map(&context, "other", "90", "2");
+    decide_at("100", Some(last_applied()), "101")
+        .await
+        .expect("re-baselined");
+    // A change after the rollout does roll out.
+    store_config_map(&context, "other", "120", "3");
+    decide_at("101", Some(last_applied()), "130")
+        .await
+        .expect("rolled out");
+
+    let rolled_out: Vec<bool> = patches
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|patch| patch.get("spec").is_some())
+        .collect();
+    assert_eq!(rolled_out, vec![false, true, false, true]);
+    assert!(context
+        .metrics()
+        .encode()
+        .contains("reason=\"rolled_out_after_config\"} 1"));
 }

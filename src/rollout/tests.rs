@@ -25,6 +25,20 @@ fn revisions(pairs: &[(&str, Option<u64>)]) -> BTreeMap<String, Option<u64>> {
     pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
 }
 
+fn edited(at: u64) -> PodsStartedAfter {
+    PodsStartedAfter {
+        edit: Some(at),
+        rollout: None,
+    }
+}
+
+fn rolled_out(at: u64) -> PodsStartedAfter {
+    PodsStartedAfter {
+        edit: None,
+        rollout: Some(at),
+    }
+}
+
 fn rollout(changed: &[&str], template_edited: bool) -> Plan {
     Plan::Rollout {
         changed: changed.iter().map(|c| c.to_string()).collect(),
@@ -35,14 +49,17 @@ fn rollout(changed: &[&str], template_edited: bool) -> Plan {
 #[test]
 fn first_sight_adopts() {
     let state = applied("h", OLD_TEMPLATE, &[]);
-    assert_eq!(plan(None, &state, None, &BTreeMap::new()), Plan::Adopt);
+    assert_eq!(
+        plan(None, &state, PodsStartedAfter::default(), &BTreeMap::new()),
+        Plan::Adopt
+    );
 }
 
 #[test]
 fn same_state_is_up_to_date() {
     let state = applied("h", OLD_TEMPLATE, &[("ConfigMap/a", "1")]);
     assert_eq!(
-        plan(Some(&state), &state.clone(), Some(5), &BTreeMap::new()),
+        plan(Some(&state), &state.clone(), edited(5), &BTreeMap::new()),
         Plan::UpToDate
     );
 }
@@ -61,7 +78,7 @@ fn a_changed_source_under_an_unchanged_template_rolls_out() {
     );
     let revs = revisions(&[("ConfigMap/a", Some(50)), ("Secret/b", Some(3))]);
     assert_eq!(
-        plan(Some(&before), &after, Some(100), &revs),
+        plan(Some(&before), &after, edited(100), &revs),
         rollout(&["ConfigMap/a"], false)
     );
 }
@@ -71,7 +88,12 @@ fn a_template_edit_alone_rebaselines() {
     let before = applied("h", OLD_TEMPLATE, &[("ConfigMap/a", "1")]);
     let after = applied("h", NEW_TEMPLATE, &[("ConfigMap/a", "1")]);
     assert_eq!(
-        plan(Some(&before), &after, None, &BTreeMap::new()),
+        plan(
+            Some(&before),
+            &after,
+            PodsStartedAfter::default(),
+            &BTreeMap::new()
+        ),
         Plan::Rebaseline(RebaselineCause::TemplateChanged)
     );
 }
@@ -83,7 +105,7 @@ fn a_template_edited_after_the_config_change_carries_it() {
     let after = applied("h2", NEW_TEMPLATE, &[("ConfigMap/a", "9")]);
     let revs = revisions(&[("ConfigMap/a", Some(100))]);
     assert_eq!(
-        plan(Some(&before), &after, Some(101), &revs),
+        plan(Some(&before), &after, edited(101), &revs),
         Plan::Rebaseline(RebaselineCause::TemplateEditedAfterConfig)
     );
 }
@@ -96,7 +118,7 @@ fn a_config_change_after_the_template_edit_rolls_out() {
     let after = applied("h2", NEW_TEMPLATE, &[("ConfigMap/a", "9")]);
     let revs = revisions(&[("ConfigMap/a", Some(150))]);
     assert_eq!(
-        plan(Some(&before), &after, Some(100), &revs),
+        plan(Some(&before), &after, edited(100), &revs),
         rollout(&["ConfigMap/a"], true)
     );
 }
@@ -116,18 +138,18 @@ fn when_the_order_cannot_be_told_it_rolls_out() {
     let ordered = revisions(&[("ConfigMap/a", Some(10)), ("Secret/b", Some(20))]);
     // The edit was not watched (first seen after a start or a re-list).
     assert_eq!(
-        plan(Some(&before), &after, None, &ordered),
+        plan(Some(&before), &after, PodsStartedAfter::default(), &ordered),
         rollout(&["ConfigMap/a", "Secret/b"], true)
     );
     // One changed source cannot be ordered (absent now, or a revision that is not a number).
     let unordered = revisions(&[("ConfigMap/a", Some(10)), ("Secret/b", None)]);
     assert_eq!(
-        plan(Some(&before), &after, Some(100), &unordered),
+        plan(Some(&before), &after, edited(100), &unordered),
         rollout(&["ConfigMap/a", "Secret/b"], true)
     );
     // One change came after the edit.
     assert_eq!(
-        plan(Some(&before), &after, Some(15), &ordered),
+        plan(Some(&before), &after, edited(15), &ordered),
         rollout(&["ConfigMap/a", "Secret/b"], true)
     );
     // The baseline's fingerprint comes from an older envroll: templates cannot be compared.
@@ -137,7 +159,7 @@ fn when_the_order_cannot_be_told_it_rolls_out() {
         &[("ConfigMap/a", "1"), ("Secret/b", "1")],
     );
     assert_eq!(
-        plan(Some(&legacy), &after, Some(100), &ordered),
+        plan(Some(&legacy), &after, edited(100), &ordered),
         rollout(&["ConfigMap/a", "Secret/b"], true)
     );
 }
@@ -146,7 +168,13 @@ fn when_the_order_cannot_be_told_it_rolls_out() {
 fn an_upgrade_of_envroll_alone_rolls_nothing() {
     let legacy = applied("h", "1f0e3dad99908345", &[("ConfigMap/a", "1")]);
     let after = applied("h", NEW_TEMPLATE, &[("ConfigMap/a", "1")]);
-    assert!(!plan(Some(&legacy), &after, None, &BTreeMap::new()).rolls_out());
+    assert!(!plan(
+        Some(&legacy),
+        &after,
+        PodsStartedAfter::default(),
+        &BTreeMap::new()
+    )
+    .rolls_out());
 }
 
 #[test]
@@ -160,18 +188,24 @@ fn sources_joining_or_leaving_the_set_rebaseline_without_rollout() {
     let left = applied("h3", OLD_TEMPLATE, &[]);
     for after in [joined, left] {
         assert_eq!(
-            plan(Some(&before), &after, None, &BTreeMap::new()),
+            plan(
+                Some(&before),
+                &after,
+                PodsStartedAfter::default(),
+                &BTreeMap::new()
+            ),
             Plan::Rebaseline(RebaselineCause::SourcesChanged)
         );
     }
 }
 
 proptest! {
-    /// A config change is never left without a rollout unless the template edit provably came
-    /// after every changed source.
+    /// A config change is never left without a rollout unless a template edit or envroll's own
+    /// last rollout provably came after every changed source.
     #[test]
     fn a_change_is_skipped_only_when_provably_carried(
         edited_at in proptest::option::of(0u64..100),
+        rolled_out_at in proptest::option::of(0u64..100),
         changed_at in proptest::collection::vec(proptest::option::of(0u64..100), 1..4),
         template_edited in any::<bool>(),
     ) {
@@ -188,10 +222,21 @@ proptest! {
         };
         let revs: BTreeMap<String, Option<u64>> =
             labels.iter().cloned().zip(changed_at.iter().copied()).collect();
-        let carried = template_edited
-            && edited_at.is_some_and(|e| changed_at.iter().all(|c| c.is_some_and(|c| c < e)));
-        let decided = plan(Some(&before), &after, edited_at, &revs);
-        prop_assert_eq!(decided.rolls_out(), !carried, "{:?}", decided);
+        let after_every_change =
+            |at: Option<u64>| at.is_some_and(|at| changed_at.iter().all(|c| c.is_some_and(|c| c < at)));
+        // Pods run now started after the template's last change: a watched edit or envroll's
+        // own rollout, whichever came later.
+        let edit = edited_at.filter(|_| template_edited);
+        let started_after = PodsStartedAfter { edit: edited_at, rollout: rolled_out_at };
+        let decided = plan(Some(&before), &after, started_after, &revs);
+        let expected = if after_every_change(edit) {
+            Plan::Rebaseline(RebaselineCause::TemplateEditedAfterConfig)
+        } else if after_every_change(edit.max(rolled_out_at)) {
+            Plan::Rebaseline(RebaselineCause::RolledOutAfterConfig)
+        } else {
+            rollout(&labels.iter().map(String::as_str).collect::<Vec<_>>(), template_edited)
+        };
+        prop_assert_eq!(decided, expected);
     }
 }
 
@@ -209,7 +254,7 @@ const OPTIONAL_ENV_FROM: &str =
 fn template() -> Template<'static> {
     Template {
         fingerprint: OLD_TEMPLATE,
-        edited_at: None,
+        started_after: PodsStartedAfter::default(),
     }
 }
 
@@ -423,7 +468,7 @@ fn decide_orders_a_template_edit_by_the_revisions_of_the_sources() {
     let new = digests("2");
     let edited = |edited_at| Template {
         fingerprint: NEW_TEMPLATE,
-        edited_at: Some(edited_at),
+        started_after: edited(edited_at),
     };
     // The ConfigMap changed at revision 100: an edit at 101 carries it, one at 99 does not.
     let after = decide(&analysis, edited(101), Some(&baseline), known(&new));
@@ -445,12 +490,73 @@ fn decide_orders_a_template_edit_by_the_revisions_of_the_sources() {
 }
 
 #[test]
+fn a_change_older_than_envrolls_last_rollout_was_read_by_its_pods() {
+    // A source watch that was behind (the API server was down) reports a change made before
+    // envroll's last rollout: the pods of that rollout started after it and read it.
+    let before = applied(
+        "h1",
+        OLD_TEMPLATE,
+        &[("ConfigMap/a", "1"), ("ConfigMap/b", "1")],
+    );
+    let after = applied(
+        "h2",
+        OLD_TEMPLATE,
+        &[("ConfigMap/a", "1"), ("ConfigMap/b", "2")],
+    );
+    let revs = revisions(&[("ConfigMap/a", Some(40)), ("ConfigMap/b", Some(90))]);
+    assert_eq!(
+        plan(Some(&before), &after, rolled_out(100), &revs),
+        Plan::Rebaseline(RebaselineCause::RolledOutAfterConfig)
+    );
+    for not_after in [rolled_out(90), rolled_out(80), PodsStartedAfter::default()] {
+        assert_eq!(
+            plan(Some(&before), &after, not_after, &revs),
+            rollout(&["ConfigMap/b"], false)
+        );
+    }
+    let unordered = revisions(&[("ConfigMap/a", Some(40)), ("ConfigMap/b", None)]);
+    assert_eq!(
+        plan(Some(&before), &after, rolled_out(100), &unordered),
+        rollout(&["ConfigMap/b"], false)
+    );
+}
+
+#[test]
+fn an_edit_and_a_rollout_together_can_carry_what_neither_does_alone() {
+    // The edit at 50 came after a's change, envroll's rollout at 100 after both: pods run now
+    // started after the later of the two.
+    let before = applied(
+        "h1",
+        OLD_TEMPLATE,
+        &[("ConfigMap/a", "1"), ("ConfigMap/b", "1")],
+    );
+    let after = applied(
+        "h2",
+        NEW_TEMPLATE,
+        &[("ConfigMap/a", "2"), ("ConfigMap/b", "2")],
+    );
+    let revs = revisions(&[("ConfigMap/a", Some(40)), ("ConfigMap/b", Some(90))]);
+    let both = PodsStartedAfter {
+        edit: Some(50),
+        rollout: Some(100),
+    };
+    assert_eq!(
+        plan(Some(&before), &after, both, &revs),
+        Plan::Rebaseline(RebaselineCause::RolledOutAfterConfig)
+    );
+    assert_eq!(
+        plan(Some(&before), &after, edited(50), &revs),
+        rollout(&["ConfigMap/a", "ConfigMap/b"], true)
+    );
+}
+
+#[test]
 fn one_revision_cannot_be_both_the_edit_and_the_change() {
     let before = applied("h1", OLD_TEMPLATE, &[("ConfigMap/a", "1")]);
     let after = applied("h2", NEW_TEMPLATE, &[("ConfigMap/a", "9")]);
     let revs = revisions(&[("ConfigMap/a", Some(100))]);
     assert_eq!(
-        plan(Some(&before), &after, Some(100), &revs),
+        plan(Some(&before), &after, edited(100), &revs),
         rollout(&["ConfigMap/a"], true)
     );
 }
