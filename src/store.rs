@@ -6,6 +6,12 @@
 //! A source is known (its digests are here), absent (the watch listed its scope and it was not
 //! there), or unknown (its scope could not be listed, or its data has not been read yet, or the
 //! read failed). Decisions never treat unknown as absent.
+//!
+//! A known source's data is dated by the revision since which the object has held it, not by its
+//! current version: a write that changed only a label or an annotation must not look like a config
+//! change made after a template edit (`rollout::plan`), or it would roll out once more. The date
+//! may come late (an extra rollout) but never early (a missed one): data is dated back only across
+//! versions whose data the store saw, one after the other.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -84,10 +90,93 @@ pub struct SourceRecord {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Data {
-    Digests(SourceDigests),
-    NotRead,
+    Digests(DatedDigests),
+    NotRead {
+        /// The data read of the version just before this one, which a Secret's metadata-only
+        /// watch replaced: once this version is read, data found the same keeps its date, so a
+        /// label change does not cost a rollout. Boxed, and kept only while the version is not
+        /// read, so that records do not carry it otherwise. `None` once a version has passed
+        /// unread: its data, never seen, may have changed and changed back, and a template edit
+        /// in between would have read the other data.
+        last_read: Option<Box<DatedDigests>>,
+    },
     /// Reading this version failed, for the reason given.
-    Unreadable(String),
+    Unreadable {
+        reason: String,
+        /// As for `NotRead`; or this version's own data, when a read of it had succeeded.
+        last_read: Option<Box<DatedDigests>>,
+    },
+}
+
+/// The digests of a version's data, and since when the object has held that data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatedDigests {
+    pub digests: SourceDigests,
+    /// The revision of the write that gave the object this data, as far as the store saw: later
+    /// writes that left the data as it was do not move it. Never earlier than that write (an
+    /// early date could skip a rollout a template edit did not make); it may be later, up to the
+    /// version itself, when the store could not see that the data stayed the same. `None` when
+    /// the version cannot be ordered.
+    pub since: Option<u64>,
+}
+
+impl DatedDigests {
+    /// Data seen on its own dates from its own version: the store dates it back when it saw the
+    /// object hold the same data before.
+    fn of_version(digests: SourceDigests, metadata: &ObjectMeta) -> Self {
+        DatedDigests {
+            digests,
+            since: revision(metadata.resource_version.as_deref()),
+        }
+    }
+
+    /// `before` is data the object held up to this version, with no unseen write between them:
+    /// if this version holds the same, it has held it since then.
+    fn continue_from(&mut self, before: &DatedDigests) {
+        if self.digests == before.digests {
+            // `min`: a `before` dated after this version (only out of order) dates nothing.
+            self.since = self
+                .since
+                .map(|own| before.since.map_or(own, |since| since.min(own)));
+        }
+    }
+}
+
+impl Data {
+    /// A version whose data is not read yet, with nothing read to compare it with.
+    pub const NOT_READ: Data = Data::NotRead { last_read: None };
+
+    /// The read data that this version's data, once read, is compared with to date it.
+    fn last_read(&self) -> Option<&DatedDigests> {
+        match self {
+            Data::Digests(read) => Some(read),
+            Data::NotRead { last_read } | Data::Unreadable { last_read, .. } => {
+                last_read.as_deref()
+            }
+        }
+    }
+
+    fn into_last_read(self) -> Option<Box<DatedDigests>> {
+        match self {
+            Data::Digests(read) => Some(Box::new(read)),
+            Data::NotRead { last_read } | Data::Unreadable { last_read, .. } => last_read,
+        }
+    }
+
+    /// Dates the data of a new version by `before`, what the store last read of the object when
+    /// no write came between: read data is dated back, unread data keeps it to compare with.
+    fn continue_from(&mut self, before: Option<&DatedDigests>) {
+        match self {
+            Data::Digests(read) => {
+                if let Some(before) = before {
+                    read.continue_from(before);
+                }
+            }
+            Data::NotRead { last_read } | Data::Unreadable { last_read, .. } => {
+                *last_read = before.cloned().map(Box::new);
+            }
+        }
+    }
 }
 
 impl SourceRecord {
@@ -110,7 +199,7 @@ impl SourceRecord {
 
     pub fn digests(&self) -> Option<&SourceDigests> {
         match &self.data {
-            Data::Digests(digests) => Some(digests),
+            Data::Digests(read) => Some(&read.digests),
             _ => None,
         }
     }
@@ -134,7 +223,7 @@ pub fn config_map_record(config_map: &ConfigMap) -> (SourceKey, SourceRecord) {
         SourceKind::ConfigMap,
         &config_map.metadata,
         config_map.immutable,
-        Data::Digests(digests),
+        Data::Digests(DatedDigests::of_version(digests, &config_map.metadata)),
     )
 }
 
@@ -179,13 +268,13 @@ pub fn secret_record(secret: &Secret) -> Result<(SourceKey, SourceRecord), Secre
         SourceKind::Secret,
         &secret.metadata,
         secret.immutable,
-        Data::Digests(digests),
+        Data::Digests(DatedDigests::of_version(digests, &secret.metadata)),
     ))
 }
 
 /// A Secret as its metadata-only watch sees it: present, data not read.
 pub fn secret_metadata_record(secret: &PartialObjectMeta<Secret>) -> (SourceKey, SourceRecord) {
-    SourceRecord::new(SourceKind::Secret, &secret.metadata, None, Data::NotRead)
+    SourceRecord::new(SourceKind::Secret, &secret.metadata, None, Data::NOT_READ)
 }
 
 /// What is known of one source when a decision is made.
@@ -194,6 +283,8 @@ pub enum SourceView<'a> {
     Known {
         digests: &'a SourceDigests,
         meta: SourceMeta,
+        /// Since when the source has held these digests ([`DatedDigests::since`]), to order its
+        /// change against a template edit.
         revision: Option<u64>,
     },
     Absent,
@@ -211,16 +302,48 @@ pub struct SourceStore {
     unlisted: HashMap<(SourceKind, Option<String>), String>,
 }
 
+/// How a watch came to report a version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reported {
+    /// A watch event: a watch delivers every version of an object in order, so the version the
+    /// store held is the one just before (or this one again).
+    Watched,
+    /// A (re-)list: it shows the current version, not the writes since the one the store held.
+    Listed,
+}
+
 impl SourceStore {
-    /// Stores what a watch reported and says whether anything a decision depends on changed. A
-    /// metadata-only report of the version already read keeps its digests.
-    pub fn upsert(&mut self, key: SourceKey, mut record: SourceRecord) -> bool {
+    /// Stores what a watch event reported and says whether anything a decision depends on
+    /// changed. The version must be the one after the version held (or the same), as a running
+    /// watch reports them: data unchanged from the version held keeps its date. A metadata-only
+    /// report of the version already read keeps its digests.
+    pub fn upsert(&mut self, key: SourceKey, record: SourceRecord) -> bool {
+        self.store_reported(key, record, Reported::Watched)
+    }
+
+    /// Stores what a (re-)list reported. Writes between the version held and the listed one went
+    /// unseen, so unchanged-looking data of a new version is dated by that version.
+    pub fn upsert_listed(&mut self, key: SourceKey, record: SourceRecord) -> bool {
+        self.store_reported(key, record, Reported::Listed)
+    }
+
+    fn store_reported(&mut self, key: SourceKey, mut record: SourceRecord, how: Reported) -> bool {
         if let Some(existing) = self.sources.get(&key) {
-            if record.data == Data::NotRead && existing.resource_version == record.resource_version
-            {
+            let same_version = existing.resource_version == record.resource_version;
+            if same_version && matches!(record.data, Data::NotRead { .. }) {
                 record.data = existing.data.clone();
                 record.meta.immutable = existing.meta.immutable;
             }
+            let before = if same_version {
+                existing.data.last_read()
+            } else {
+                // Only the held version's own data, read: an unread version's data is unseen.
+                match (&existing.data, how) {
+                    (Data::Digests(read), Reported::Watched) => Some(read),
+                    _ => None,
+                }
+            };
+            record.data.continue_from(before);
             if *existing == record {
                 return false;
             }
@@ -231,8 +354,10 @@ impl SourceStore {
 
     /// Stores data read with a GET for a source the watch knows, unless the watch has meanwhile
     /// reported a newer version: a slow read must not overwrite newer data, nor bring back an
-    /// object whose deletion the watch has reported. Says whether it was stored.
-    pub fn record_read(&mut self, key: SourceKey, record: SourceRecord) -> bool {
+    /// object whose deletion the watch has reported. Says whether it was stored. A read of a
+    /// version the watch has not reported yet is dated by that version: the writes before it
+    /// went unseen.
+    pub fn record_read(&mut self, key: SourceKey, mut record: SourceRecord) -> bool {
         let Some(existing) = self.sources.get(&key) else {
             return false;
         };
@@ -246,30 +371,47 @@ impl SourceStore {
         if newer_known {
             return false;
         }
+        let before = if existing.resource_version == record.resource_version {
+            existing.data.last_read()
+        } else {
+            None
+        };
+        record.data.continue_from(before);
         self.sources.insert(key, record);
         true
     }
 
-    /// A read of this version failed: decisions wait for a successful one.
+    /// A read of this version failed: decisions wait for a successful one, which is still
+    /// compared with the data last read.
     pub fn record_unreadable(&mut self, key: &SourceKey, version: Option<&str>, reason: String) {
         if let Some(existing) = self.sources.get_mut(key) {
             if existing.resource_version.as_deref() == version {
-                existing.data = Data::Unreadable(reason);
+                let last_read = std::mem::replace(&mut existing.data, Data::NOT_READ);
+                existing.data = Data::Unreadable {
+                    reason,
+                    last_read: last_read.into_last_read(),
+                };
             }
         }
     }
 
-    /// A source that could not be read at all (for example forbidden): unknown, with the reason.
+    /// A source that could not be read at all (for example forbidden): unknown, with the reason,
+    /// and no version whose data could date a later read.
     pub fn record_failed_read(&mut self, key: SourceKey, reason: String) {
         let record = SourceRecord {
             meta: SourceMeta::default(),
             annotation_problem: None,
             resource_version: None,
-            data: Data::Unreadable(reason),
+            data: Data::Unreadable {
+                reason,
+                last_read: None,
+            },
         };
         self.sources.insert(key, record);
     }
 
+    /// Forgets the object with the dates of its data: a namesake created later holds its data
+    /// since its own creation.
     pub fn remove(&mut self, key: &SourceKey) -> bool {
         self.sources.remove(key).is_some()
     }
@@ -290,13 +432,13 @@ impl SourceStore {
     pub fn view(&self, key: &SourceKey) -> SourceView<'_> {
         match self.sources.get(key) {
             Some(record) => match &record.data {
-                Data::Digests(digests) => SourceView::Known {
-                    digests,
+                Data::Digests(read) => SourceView::Known {
+                    digests: &read.digests,
                     meta: record.meta,
-                    revision: revision(record.resource_version.as_deref()),
+                    revision: read.since,
                 },
-                Data::NotRead => SourceView::Unknown(NOT_READ_YET),
-                Data::Unreadable(reason) => SourceView::Unknown(reason),
+                Data::NotRead { .. } => SourceView::Unknown(NOT_READ_YET),
+                Data::Unreadable { reason, .. } => SourceView::Unknown(reason),
             },
             None => match self.unlisted_reason(key) {
                 Some(reason) => SourceView::Unknown(reason),
@@ -328,7 +470,8 @@ impl SourceStore {
     }
 
     /// After a (re-)list, forgets the objects of one scope that the list no longer returned: they
-    /// were deleted while the watch was down. The scope is known again.
+    /// were deleted while the watch was down (with the dates of their data, as `remove`). The
+    /// scope is known again.
     pub fn retain_listed(
         &mut self,
         kind: SourceKind,
@@ -392,7 +535,7 @@ impl SourceSync {
                 if let Some(listing) = self.listing.as_mut() {
                     listing.insert(key.clone());
                 }
-                changed(store.upsert(key.clone(), record), key)
+                changed(store.upsert_listed(key.clone(), record), key)
             }
             SourceEvent::Applied(key, record) => changed(store.upsert(key.clone(), record), key),
             SourceEvent::Deleted(key) => changed(store.remove(&key), key),
