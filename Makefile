@@ -16,10 +16,10 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 
-# Unit and property tests of the pure modules, the binary's own tests, and the regression tests of
-# crashes the fuzzers found.
+# Unit and property tests of the pure modules, the binary's own tests, the regression tests of
+# crashes the fuzzers found, and notification delivery against a local HTTP receiver.
 unit:
-	$(CARGO) test --locked --lib --bins --test cli_explain --test fuzz_regressions
+	$(CARGO) test --locked --lib --bins --test cli_explain --test cli_impact --test fuzz_regressions --test notify_receiver
 
 # Everything CI runs: formatting, lints, deployment lints (Helm chart, manifests, Dockerfile), unit
 # and property tests, the end-to-end suite on a local control plane, and a short fault-injection

@@ -232,6 +232,9 @@ pub struct WorkloadAnalysis {
     pub name: String,
     pub managed: bool,
     pub sources: Vec<SourceAnalysis>,
+    /// `envroll.dev/max-rollouts-per-hour`, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_rollouts_per_hour: Option<u32>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }
@@ -285,6 +288,7 @@ pub fn analyse(
         name: workload.name.to_string(),
         managed: policy.is_managed(),
         sources,
+        max_rollouts_per_hour: policy.max_rollouts_per_hour,
         warnings: parsed.errors.iter().map(ToString::to_string).collect(),
     }
 }

@@ -27,6 +27,14 @@ pub enum Command {
     /// Show which ConfigMaps and Secrets a workload consumes, and which changes roll it out:
     /// from manifest files (-f) or from the cluster (KIND/NAME).
     Explain(ExplainArgs),
+    /// Compare two versions of manifests (for example `kustomize build` of a base branch and of a
+    /// change): which workloads envroll would roll out because of a ConfigMap or Secret change,
+    /// which see it in place, which are untouched.
+    #[command(
+        after_help = "Exit codes: 0 nothing would roll out because of a config change; \
+        2 at least one workload would; 1 an error (unreadable or malformed input, bad arguments)."
+    )]
+    Impact(ImpactArgs),
 }
 
 #[derive(Debug, Args)]
@@ -40,16 +48,70 @@ pub struct ExplainArgs {
     pub target: Option<String>,
 
     /// Namespace of the workload in the cluster (default: the kubeconfig context's namespace).
+    /// With -f: the namespace of objects that do not set one, as `kubectl apply -n` (default:
+    /// default).
     #[arg(short = 'n', long = "namespace")]
     pub namespace: Option<String>,
 
-    /// Manifest files to analyse (multi-document YAML or `kind: List`); `-` reads stdin.
+    /// Manifests to analyse (multi-document YAML or `kind: List`): files, directories (their
+    /// .yaml, .yml and .json files), or `-` for stdin.
     #[arg(short = 'f', long = "filename", value_name = "FILE")]
     pub files: Vec<String>,
 
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct ImpactArgs {
+    /// The manifests before the change: a file, a directory (its .yaml, .yml and .json files), or
+    /// `-` for stdin.
+    #[arg(long, value_name = "OLD")]
+    pub from: String,
+
+    /// The manifests after the change, read the same way. Its objects are taken to be applied in
+    /// the order written, as `kubectl apply -f` does.
+    #[arg(long, value_name = "NEW")]
+    pub to: String,
+
+    /// The namespace of objects that do not set one, as `kubectl apply -n` (default: default).
+    #[arg(short = 'n', long = "namespace")]
+    pub namespace: Option<String>,
+
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: OutputFormat,
+}
+
+impl ImpactArgs {
+    /// Standard input can be read once: at most one side may be `-`.
+    pub fn check(&self) -> Result<(), String> {
+        if self.from == "-" && self.to == "-" {
+            return Err("--from and --to cannot both be - (stdin can be read once)".into());
+        }
+        Ok(())
+    }
+}
+
+/// `envroll impact` exits with this when an error stopped it (unreadable or malformed input, bad
+/// arguments).
+pub const IMPACT_EXIT_ERROR: u8 = 1;
+/// `envroll impact` exits with this when at least one workload would roll out because of a
+/// config change (0: none would).
+pub const IMPACT_EXIT_ROLLOUT: u8 = 2;
+
+/// The exit code for arguments clap refused (`args` as given, program name first). clap exits
+/// with 2, which `impact` uses for "would roll out": there, a mistyped flag must fail a pipeline
+/// as an error, not pass for a rollout.
+pub fn usage_error_exit_code(error: &clap::Error, args: &[std::ffi::OsString]) -> u8 {
+    let code = u8::try_from(error.exit_code()).unwrap_or(IMPACT_EXIT_ERROR);
+    let impact = args.get(1).is_some_and(|command| command == "impact");
+    if impact && code != 0 {
+        IMPACT_EXIT_ERROR
+    } else {
+        code
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -83,6 +145,12 @@ pub struct RunArgs {
     /// ten times --debounce.
     #[arg(long, env = "ENVROLL_DEBOUNCE_MAX_WAIT", value_parser = humantime::parse_duration)]
     pub debounce_max_wait: Option<Duration>,
+
+    /// Rollouts envroll may trigger for one workload within an hour; a change over the budget
+    /// waits until the budget allows, it is never dropped. 0 is no limit. A workload can set its
+    /// own with the annotation envroll.dev/max-rollouts-per-hour.
+    #[arg(long, env = "ENVROLL_MAX_ROLLOUTS_PER_HOUR", default_value_t = 12)]
+    pub max_rollouts_per_hour: u32,
 
     /// Workloads reconciled at the same time, per kind and namespace scope: bounds the load a burst
     /// of changes puts on the API server.
@@ -214,6 +282,42 @@ mod tests {
         assert_eq!(args.scope(), Ok(Scope::Namespaces(vec!["ops".into()])));
         let args = run_args(&["--watch-globally", "false"]);
         assert!(args.scope().is_err());
+    }
+
+    fn impact_args(args: &[&str]) -> Result<ImpactArgs, clap::Error> {
+        match Cli::try_parse_from(["envroll", "impact"].iter().chain(args))?.command {
+            Command::Impact(args) => Ok(args),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn impact_needs_both_sides_and_reads_stdin_at_most_once() {
+        let args = impact_args(&["--from", "old.yaml", "--to", "-", "-n", "shop"]).unwrap();
+        assert_eq!((args.from.as_str(), args.to.as_str()), ("old.yaml", "-"));
+        assert_eq!(args.namespace.as_deref(), Some("shop"));
+        assert_eq!(args.output, OutputFormat::Table);
+        assert!(args.check().is_ok());
+        assert!(impact_args(&["--from", "-", "--to", "-"])
+            .unwrap()
+            .check()
+            .is_err());
+        assert!(impact_args(&["--from", "old.yaml"]).is_err());
+    }
+
+    #[test]
+    fn a_usage_error_of_impact_is_not_mistaken_for_a_rollout() {
+        let args =
+            |list: &[&str]| -> Vec<std::ffi::OsString> { list.iter().map(Into::into).collect() };
+        let impact = args(&["envroll", "impact", "--form", "a"]);
+        let error = Cli::try_parse_from(&impact).unwrap_err();
+        assert_eq!(usage_error_exit_code(&error, &impact), IMPACT_EXIT_ERROR);
+        let help = args(&["envroll", "impact", "--help"]);
+        let error = Cli::try_parse_from(&help).unwrap_err();
+        assert_eq!(usage_error_exit_code(&error, &help), 0);
+        let explain = args(&["envroll", "explain"]);
+        let error = Cli::try_parse_from(&explain).unwrap_err();
+        assert_eq!(usage_error_exit_code(&error, &explain), 2);
     }
 
     #[test]

@@ -52,30 +52,32 @@ fn render_workload(out: &mut String, analysis: &WorkloadAnalysis) {
         return;
     }
     let rows: Vec<[String; 4]> = analysis.sources.iter().map(source_row).collect();
-    let header = ["SOURCE", "KEYS", "ROLLOUT", "REASON"].map(String::from);
-    let widths: Vec<usize> = (0..3)
-        .map(|column| {
-            rows.iter()
-                .chain([&header])
-                .map(|row| row[column].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    for row in std::iter::once(&header).chain(&rows) {
-        let _ = writeln!(
-            out,
-            "  {:w0$}  {:w1$}  {:w2$}  {}",
-            row[0],
-            row[1],
-            row[2],
-            row[3],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2]
-        );
-    }
+    write_table(out, ["SOURCE", "KEYS", "ROLLOUT", "REASON"], &rows);
     out.push('\n');
+}
+
+/// Writes an indented table: every column but the last padded to its widest cell, so the last
+/// one (a reason, often long) is never padded and lines carry no trailing spaces.
+pub(crate) fn write_table<const N: usize>(
+    out: &mut String,
+    header: [&str; N],
+    rows: &[[String; N]],
+) {
+    let header = header.map(String::from);
+    let mut widths = [0; N];
+    for row in std::iter::once(&header).chain(rows) {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::from(" ");
+        for (column, cell) in row.iter().enumerate() {
+            let width = if column + 1 == N { 0 } else { widths[column] };
+            let _ = write!(line, " {cell:width$} ");
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
 }
 
 fn source_row(source: &SourceAnalysis) -> [String; 4] {
@@ -88,7 +90,8 @@ fn source_row(source: &SourceAnalysis) -> [String; 4] {
     ]
 }
 
-fn describe_keys(keys: &Keys) -> String {
+/// Keys as a table cell: `all` for every key, `none` for an empty set.
+pub(crate) fn describe_keys(keys: &Keys) -> String {
     match keys {
         None => "all".to_string(),
         Some(keys) if keys.is_empty() => "none".to_string(),

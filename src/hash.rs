@@ -171,6 +171,15 @@ pub fn source_label(kind: SourceKind, name: &str) -> String {
     format!("{kind}/{name}")
 }
 
+/// The kind and name a [`source_label`] was made of.
+pub fn parse_source_label(label: &str) -> Option<(SourceKind, &str)> {
+    match label.split_once('/')? {
+        ("ConfigMap", name) => Some((SourceKind::ConfigMap, name)),
+        ("Secret", name) => Some((SourceKind::Secret, name)),
+        _ => None,
+    }
+}
+
 /// The config hash of a workload: its rollout sources and their counted keys. A required source
 /// that is missing blocks the hash, because new pods would fail with CreateContainerConfigError.
 pub fn workload_hash<'a>(

@@ -1,4 +1,3 @@
-use std::io::Read;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -6,13 +5,19 @@ use std::sync::Arc;
 use clap::Parser;
 use tracing::{error, info};
 
-use envroll::cli::{Cli, Command, ExplainArgs, RunArgs};
+use envroll::cli::{
+    usage_error_exit_code, Cli, Command, ExplainArgs, ImpactArgs, RunArgs, IMPACT_EXIT_ERROR,
+    IMPACT_EXIT_ROLLOUT,
+};
 use envroll::controller::{self, Context, Settings};
 use envroll::explain::{render_json, render_table, OutputFormat};
+use envroll::impact;
 use envroll::leader::{self, LeaseSettings};
+use envroll::lifecycle::Budget;
 use envroll::live::{self, render_live_table};
-use envroll::manifests::{ManifestError, Manifests};
+use envroll::manifests::{read_paths, Manifests};
 use envroll::metrics::Metrics;
+use envroll::notify::{Notifier, NotifySettings};
 use envroll::{server, telemetry};
 
 /// Bad input (unreadable files, malformed manifests, bad arguments) exits with 2, like kubectl.
@@ -20,11 +25,19 @@ const EXIT_BAD_INPUT: u8 = 2;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return ExitCode::from(usage_error_exit_code(&error, &args));
+        }
+    };
     match cli.command {
         Command::Run(args) => run(args).await,
         Command::Explain(args) if args.files.is_empty() => explain_live(&args).await,
         Command::Explain(args) => explain_files(&args),
+        Command::Impact(args) => impact_files(&args),
     }
 }
 
@@ -49,8 +62,27 @@ async fn run(args: RunArgs) -> ExitCode {
         dry_run: args.dry_run,
         debounce: args.debounce(),
         concurrency: args.concurrency,
+        budget: Budget::per_hour(args.max_rollouts_per_hour),
     };
     let metrics = Arc::new(Metrics::default());
+    let notifier = match NotifySettings::from_env(|name| std::env::var(name).ok()) {
+        Ok(notify) => {
+            if !notify.sinks.is_empty() {
+                info!("rollout notifications: {notify}");
+            }
+            match Notifier::start(notify, metrics.clone()) {
+                Ok(notifier) => notifier,
+                Err(problem) => {
+                    error!(error = %problem, "cannot start rollout notifications");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        Err(problem) => {
+            error!(error = %problem, "rollout notifications are not configured right");
+            return ExitCode::FAILURE;
+        }
+    };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stop = Arc::new(stop);
     let mut server_stopped = stopped.clone();
@@ -108,13 +140,9 @@ async fn run(args: RunArgs) -> ExitCode {
     let guard = leadership
         .as_ref()
         .map(|leadership| leadership.guard.clone());
-    let context = Arc::new(Context::new(
-        client,
-        settings,
-        metrics,
-        &args.identity,
-        guard,
-    ));
+    let context = Arc::new(
+        Context::new(client, settings, metrics, &args.identity, guard).with_notifier(notifier),
+    );
     controller::run(context, stopped).await;
     // Released only now that no reconcile is patching any more.
     if let Some(leadership) = leadership {
@@ -178,16 +206,18 @@ async fn explain_live(args: &ExplainArgs) -> ExitCode {
 }
 
 fn explain_files(args: &ExplainArgs) -> ExitCode {
-    let manifests = match read_manifests(&args.files) {
+    let manifests = match read_paths(
+        &args.files,
+        args.namespace.as_deref(),
+        &mut std::io::stdin(),
+    ) {
         Ok(manifests) => manifests,
         Err(error) => {
             eprintln!("error: {error}");
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
-    for note in &manifests.notes {
-        eprintln!("note: {note}");
-    }
+    print_notes(&manifests);
     let analyses = manifests.analyse();
     match args.output {
         OutputFormat::Table => print!("{}", render_table(&analyses)),
@@ -196,21 +226,43 @@ fn explain_files(args: &ExplainArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn read_manifests(files: &[String]) -> Result<Manifests, ManifestError> {
-    let mut manifests = Manifests::default();
-    for file in files {
-        let read = if file == "-" {
-            let mut text = String::new();
-            std::io::stdin().read_to_string(&mut text).map(|_| text)
-        } else {
-            std::fs::read_to_string(file)
-        };
-        let text = read.map_err(|source| ManifestError::Read {
-            file: file.clone(),
-            source,
-        })?;
-        let name = if file == "-" { "<stdin>" } else { file };
-        manifests.add_yaml(name, &text)?;
+/// What the manifest reader noticed without stopping (skipped kinds, bad annotations).
+fn print_notes(manifests: &Manifests) {
+    for note in &manifests.notes {
+        eprintln!("note: {note}");
     }
-    Ok(manifests)
+}
+
+fn impact_files(args: &ImpactArgs) -> ExitCode {
+    if let Err(problem) = args.check() {
+        eprintln!("error: {problem}");
+        return ExitCode::from(IMPACT_EXIT_ERROR);
+    }
+    let mut sides = Vec::new();
+    for path in [&args.from, &args.to] {
+        match read_paths(
+            std::slice::from_ref(path),
+            args.namespace.as_deref(),
+            &mut std::io::stdin(),
+        ) {
+            Ok(manifests) => {
+                print_notes(&manifests);
+                sides.push(manifests);
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::from(IMPACT_EXIT_ERROR);
+            }
+        }
+    }
+    let report = impact::compare(&sides[0], &sides[1]);
+    match args.output {
+        OutputFormat::Table => print!("{}", impact::render_table(&report)),
+        OutputFormat::Json => println!("{}", impact::render_json(&report)),
+    }
+    if report.rolls_out() {
+        ExitCode::from(IMPACT_EXIT_ROLLOUT)
+    } else {
+        ExitCode::SUCCESS
+    }
 }

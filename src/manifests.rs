@@ -1,14 +1,23 @@
-//! Reading Kubernetes manifests (multi-document YAML, `kind: List`) for offline `explain`.
+//! Reading Kubernetes manifests (multi-document YAML, `kind: List`) for offline `explain -f` and
+//! `impact`: files, directories and standard input in, workloads and per-key digests of the
+//! ConfigMaps and Secrets out. The digests are made by the operator's own code (`store`), so an
+//! offline comparison sees a change exactly where the operator would.
 
 use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::ByteString;
+use kube::{Resource, ResourceExt};
 use serde::de::{self, DeserializeOwned, DeserializeSeed, Deserializer, Visitor};
 use serde_json::Value;
 
 use crate::analysis::{SourceKind, SourceMeta, WorkloadAnalysis};
-use crate::workload::{analyse_workload, namespace_or_default, Workload};
+use crate::hash::SourceDigests;
+use crate::store::{config_map_record, secret_record, SourceKey, SourceRecord, WorkloadKey};
+use crate::workload::{analyse_workload, namespace_or_default, Observed, Workload};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -17,6 +26,8 @@ pub enum ManifestError {
         file: String,
         source: std::io::Error,
     },
+    #[error("{file}: no .yaml, .yml or .json file in this directory")]
+    EmptyDirectory { file: String },
     #[error("{file}: {location}: {message}")]
     Document {
         file: String,
@@ -25,24 +36,182 @@ pub enum ManifestError {
     },
 }
 
+/// The name standard input goes by in messages.
+pub const STDIN: &str = "<stdin>";
+
+/// Reads manifests as `kubectl apply -f` takes them: each path a file, a directory (its `.yaml`,
+/// `.yml` and `.json` files in name order, not recursive) or `-` for `stdin`. Objects are kept in
+/// the order read, which is the order `kubectl apply` would write them.
+pub fn read_paths(
+    paths: &[String],
+    default_namespace: Option<&str>,
+    stdin: &mut dyn Read,
+) -> Result<Manifests, ManifestError> {
+    let mut manifests = Manifests::in_namespace(default_namespace);
+    for path in paths {
+        if path == "-" {
+            let mut text = String::new();
+            stdin
+                .read_to_string(&mut text)
+                .map_err(|source| ManifestError::Read {
+                    file: STDIN.to_string(),
+                    source,
+                })?;
+            manifests.add_yaml(STDIN, &text)?;
+            continue;
+        }
+        let files = files_of(path)?;
+        for file in files {
+            let text = std::fs::read_to_string(&file).map_err(|source| ManifestError::Read {
+                file: file.clone(),
+                source,
+            })?;
+            manifests.add_yaml(&file, &text)?;
+        }
+    }
+    Ok(manifests)
+}
+
+/// The files a path stands for: itself, or a directory's manifest files in name order.
+fn files_of(path: &str) -> Result<Vec<String>, ManifestError> {
+    let cannot_read = |source| ManifestError::Read {
+        file: path.to_string(),
+        source,
+    };
+    if !std::fs::metadata(path).map_err(cannot_read)?.is_dir() {
+        return Ok(vec![path.to_string()]);
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(cannot_read)? {
+        let entry = entry.map_err(cannot_read)?;
+        let is_manifest = Path::new(&entry.file_name())
+            .extension()
+            .and_then(|extension| extension.to_str())
+            .is_some_and(|extension| matches!(extension, "yaml" | "yml" | "json"));
+        if is_manifest && !entry.file_type().map_err(cannot_read)?.is_dir() {
+            files.push(entry.path().to_string_lossy().into_owned());
+        }
+    }
+    if files.is_empty() {
+        return Err(ManifestError::EmptyDirectory {
+            file: path.to_string(),
+        });
+    }
+    files.sort();
+    Ok(files)
+}
+
 #[derive(Clone, Debug)]
 enum AnyWorkload {
-    Deployment(Box<Deployment>),
-    StatefulSet(Box<StatefulSet>),
-    DaemonSet(Box<DaemonSet>),
+    Deployment(Box<Observed<Deployment>>),
+    StatefulSet(Box<Observed<StatefulSet>>),
+    DaemonSet(Box<Observed<DaemonSet>>),
+}
+
+/// Evaluates `$body` with `$observed` bound to the `Observed<W>` inside an [`AnyWorkload`], so
+/// generic code runs on each kind without a trait object (`Workload` is not object safe).
+macro_rules! with_observed {
+    ($any:expr, $observed:ident => $body:expr) => {
+        match $any {
+            AnyWorkload::Deployment($observed) => $body,
+            AnyWorkload::StatefulSet($observed) => $body,
+            AnyWorkload::DaemonSet($observed) => $body,
+        }
+    };
+}
+
+/// A ConfigMap or Secret as read from manifests: what the analysis needs, the digests of its
+/// values (never the values), and its position in the input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestSource {
+    pub meta: SourceMeta,
+    pub digests: SourceDigests,
+    pub position: u64,
+}
+
+/// A workload as read from manifests.
+#[derive(Clone, Copy, Debug)]
+pub struct ManifestWorkload<'a> {
+    workload: &'a AnyWorkload,
+    /// Where it stood in the input, counted over every object read (1 for the first).
+    pub position: u64,
+}
+
+impl ManifestWorkload<'_> {
+    pub fn key(&self) -> WorkloadKey {
+        with_observed!(self.workload, observed => key_of(&observed.workload))
+    }
+
+    /// The fingerprint of the pod template as written, computed as the operator computes it.
+    pub fn template_fingerprint(&self) -> &str {
+        with_observed!(self.workload, observed => &observed.template_fingerprint)
+    }
+
+    pub fn updates_on_delete(&self) -> bool {
+        with_observed!(self.workload, observed => observed.workload.updates_on_delete())
+    }
+
+    /// The analysis of this workload, with `known` answering for the ConfigMaps and Secrets.
+    pub fn analyse(
+        &self,
+        known: impl Fn(SourceKind, &str) -> Option<SourceMeta>,
+    ) -> WorkloadAnalysis {
+        with_observed!(self.workload, observed => analyse_workload(&observed.workload, known))
+    }
+
+    /// The analysis of the same pod template under other workload annotations: asks the
+    /// operator's own rules a "what if" (for example, which consumption is frozen, whatever the
+    /// workload opted into).
+    pub fn analyse_annotated(
+        &self,
+        annotations: BTreeMap<String, String>,
+        known: impl Fn(SourceKind, &str) -> Option<SourceMeta>,
+    ) -> WorkloadAnalysis {
+        with_observed!(self.workload, observed => {
+            let mut other = observed.workload.clone();
+            other.meta_mut().annotations = Some(annotations);
+            analyse_workload(&other, known)
+        })
+    }
+}
+
+fn key_of<W: Workload>(workload: &W) -> WorkloadKey {
+    WorkloadKey {
+        kind: W::KIND,
+        namespace: namespace_or_default(workload.namespace()),
+        name: workload.name_any(),
+    }
 }
 
 /// Everything read from a set of manifests that matters to the analysis.
 #[derive(Clone, Debug, Default)]
 pub struct Manifests {
-    workloads: Vec<AnyWorkload>,
-    sources: BTreeMap<(String, SourceKind, String), SourceMeta>,
+    /// Given to objects that do not name their namespace, as `kubectl apply -n` does; `None`
+    /// leaves them in `default`.
+    default_namespace: Option<String>,
+    workloads: Vec<(AnyWorkload, u64)>,
+    sources: BTreeMap<SourceKey, ManifestSource>,
+    /// Objects read so far, so each gets its position.
+    objects: u64,
     /// Things worth telling the user that do not stop the analysis (skipped kinds, bad
     /// annotations on ConfigMaps and Secrets).
     pub notes: Vec<String>,
 }
 
+/// The salt of every Secret digest made from manifests. Those digests are only compared with each
+/// other inside one run, never shown or stored, so one salt for all keeps two inputs comparable
+/// (a UID, where a manifest even has one, differs between a cluster export and a rendering).
+const MANIFEST_SECRET_SALT: &str = "envroll-manifests";
+
 impl Manifests {
+    /// Manifests whose objects without `metadata.namespace` go to `namespace` (`None`: `default`).
+    pub fn in_namespace(namespace: Option<&str>) -> Self {
+        Manifests {
+            default_namespace: namespace.map(str::to_string),
+            ..Manifests::default()
+        }
+    }
+
     /// Reads one file's worth of YAML. `file` only names the input in messages.
     pub fn add_yaml(&mut self, file: &str, text: &str) -> Result<(), ManifestError> {
         let limit = text.len().saturating_add(ALIAS_ALLOWANCE);
@@ -71,7 +240,12 @@ impl Manifests {
         Ok(())
     }
 
-    fn add_value(&mut self, file: &str, location: &str, value: Value) -> Result<(), ManifestError> {
+    fn add_value(
+        &mut self,
+        file: &str,
+        location: &str,
+        mut value: Value,
+    ) -> Result<(), ManifestError> {
         let fail = |message: String| ManifestError::Document {
             file: file.to_string(),
             location: location.to_string(),
@@ -85,51 +259,53 @@ impl Manifests {
             .and_then(Value::as_str)
             .ok_or_else(|| fail("not a Kubernetes object: it has no kind".into()))?
             .to_string();
-        match kind.as_str() {
-            "List" => {
-                let items = match value.get("items") {
-                    Some(Value::Array(items)) => items.clone(),
-                    None | Some(Value::Null) => Vec::new(),
-                    Some(_) => return Err(fail("a List whose items is not a sequence".into())),
-                };
-                for (index, item) in items.into_iter().enumerate() {
-                    self.add_value(file, &format!("{location}, item {}", index + 1), item)?;
-                }
+        if kind == "List" {
+            let items = match value.get("items") {
+                Some(Value::Array(items)) => items.clone(),
+                None | Some(Value::Null) => Vec::new(),
+                Some(_) => return Err(fail("a List whose items is not a sequence".into())),
+            };
+            for (index, item) in items.into_iter().enumerate() {
+                self.add_value(file, &format!("{location}, item {}", index + 1), item)?;
             }
+            return Ok(());
+        }
+        self.objects += 1;
+        let position = self.objects;
+        if matches!(
+            kind.as_str(),
+            "Deployment" | "StatefulSet" | "DaemonSet" | "ConfigMap" | "Secret"
+        ) {
+            self.default_namespace_of(&mut value);
+        }
+        match kind.as_str() {
             "Deployment" => {
-                let workload = parse::<Deployment>(value).map_err(fail)?;
+                let workload = parse::<Observed<Deployment>>(value).map_err(fail)?;
                 self.workloads
-                    .push(AnyWorkload::Deployment(Box::new(workload)));
+                    .push((AnyWorkload::Deployment(Box::new(workload)), position));
             }
             "StatefulSet" => {
-                let workload = parse::<StatefulSet>(value).map_err(fail)?;
+                let workload = parse::<Observed<StatefulSet>>(value).map_err(fail)?;
                 self.workloads
-                    .push(AnyWorkload::StatefulSet(Box::new(workload)));
+                    .push((AnyWorkload::StatefulSet(Box::new(workload)), position));
             }
             "DaemonSet" => {
-                let workload = parse::<DaemonSet>(value).map_err(fail)?;
+                let workload = parse::<Observed<DaemonSet>>(value).map_err(fail)?;
                 self.workloads
-                    .push(AnyWorkload::DaemonSet(Box::new(workload)));
+                    .push((AnyWorkload::DaemonSet(Box::new(workload)), position));
             }
             "ConfigMap" => {
                 let object = parse::<ConfigMap>(value).map_err(fail)?;
-                self.add_source(
-                    SourceKind::ConfigMap,
-                    object.metadata,
-                    object.immutable,
-                    file,
-                    location,
-                );
+                let (key, record) = config_map_record(&object);
+                self.add_source(key, record, file, location, position);
             }
             "Secret" => {
-                let object = parse::<Secret>(value).map_err(fail)?;
-                self.add_source(
-                    SourceKind::Secret,
-                    object.metadata,
-                    object.immutable,
-                    file,
-                    location,
-                );
+                check_secret_values(&value).map_err(fail)?;
+                let mut object = parse::<Secret>(value).map_err(fail)?;
+                object.metadata.uid = Some(MANIFEST_SECRET_SALT.to_string());
+                let (key, record) = secret_record(&object)
+                    .expect("a Secret with a UID always has its values digested");
+                self.add_source(key, record, file, location, position);
             }
             other => self
                 .notes
@@ -138,44 +314,88 @@ impl Manifests {
         Ok(())
     }
 
+    /// Sets the namespace of an object that has none (or an empty one), as `kubectl apply -n`
+    /// does, so that workloads and the sources they reference meet in the same namespace.
+    fn default_namespace_of(&self, object: &mut Value) {
+        let Some(namespace) = &self.default_namespace else {
+            return;
+        };
+        let Some(Value::Object(metadata)) = object.get_mut("metadata") else {
+            return;
+        };
+        let has_namespace = metadata
+            .get("namespace")
+            .and_then(Value::as_str)
+            .is_some_and(|set| !set.is_empty());
+        if !has_namespace {
+            metadata.insert("namespace".into(), Value::String(namespace.clone()));
+        }
+    }
+
     fn add_source(
         &mut self,
-        kind: SourceKind,
-        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-        immutable: Option<bool>,
+        key: SourceKey,
+        record: SourceRecord,
         file: &str,
         location: &str,
+        position: u64,
     ) {
-        let annotations = metadata.annotations.unwrap_or_default();
-        let (meta, problem) = SourceMeta::from_object(&annotations, immutable);
-        let name = metadata.name.unwrap_or_default();
-        if let Some(problem) = problem {
-            self.notes
-                .push(format!("{file}: {location}: {kind} {name}: {problem}"));
+        if let Some(problem) = &record.annotation_problem {
+            self.notes.push(format!(
+                "{file}: {location}: {} {}: {problem}",
+                key.kind, key.name
+            ));
         }
-        let namespace = namespace_or_default(metadata.namespace);
-        self.sources.insert((namespace, kind, name), meta);
+        let digests = record
+            .digests()
+            .cloned()
+            .expect("a ConfigMap or Secret read from a manifest has its values digested");
+        let source = ManifestSource {
+            meta: record.meta,
+            digests,
+            position,
+        };
+        self.sources.insert(key, source);
+    }
+
+    /// Every workload read so far, in input order.
+    pub fn workloads(&self) -> impl Iterator<Item = ManifestWorkload<'_>> {
+        self.workloads
+            .iter()
+            .map(|(workload, position)| ManifestWorkload {
+                workload,
+                position: *position,
+            })
+    }
+
+    /// The workload with this kind, namespace and name; the last one when the input repeats it,
+    /// as applying the input would leave it.
+    pub fn workload(&self, key: &WorkloadKey) -> Option<ManifestWorkload<'_>> {
+        self.workloads().filter(|w| &w.key() == key).last()
+    }
+
+    /// A ConfigMap or Secret of the input; the last one when the input repeats it.
+    pub fn source(&self, key: &SourceKey) -> Option<&ManifestSource> {
+        self.sources.get(key)
+    }
+
+    /// What the analysis knows of a source: `None` when the input does not hold it.
+    pub fn meta(&self, kind: SourceKind, namespace: &str, name: &str) -> Option<SourceMeta> {
+        self.source(&SourceKey::new(kind, namespace, name))
+            .map(|source| source.meta)
+    }
+
+    /// Analyses one workload against the ConfigMaps and Secrets of this input.
+    pub fn analyse_workload(&self, workload: &ManifestWorkload<'_>) -> WorkloadAnalysis {
+        let namespace = workload.key().namespace;
+        workload.analyse(|kind, name| self.meta(kind, &namespace, name))
     }
 
     /// Analyses every workload read so far, in input order.
     pub fn analyse(&self) -> Vec<WorkloadAnalysis> {
-        self.workloads
-            .iter()
-            .map(|workload| match workload {
-                AnyWorkload::Deployment(w) => self.analyse_one(w.as_ref()),
-                AnyWorkload::StatefulSet(w) => self.analyse_one(w.as_ref()),
-                AnyWorkload::DaemonSet(w) => self.analyse_one(w.as_ref()),
-            })
+        self.workloads()
+            .map(|workload| self.analyse_workload(&workload))
             .collect()
-    }
-
-    fn analyse_one<W: Workload>(&self, workload: &W) -> WorkloadAnalysis {
-        let namespace = namespace_or_default(workload.meta().namespace.clone());
-        analyse_workload(workload, |kind, name| {
-            self.sources
-                .get(&(namespace.clone(), kind, name.to_string()))
-                .copied()
-        })
     }
 }
 
@@ -295,15 +515,38 @@ impl<'de> Visitor<'de> for Bounded<'_> {
 }
 
 /// Workloads and sources must be named: an unnamed object is a broken manifest.
-fn parse<K: DeserializeOwned + kube::Resource<DynamicType = ()>>(
-    value: Value,
-) -> Result<K, String> {
+fn parse<K: DeserializeOwned + Resource<DynamicType = ()>>(value: Value) -> Result<K, String> {
     let object: K =
         serde_json::from_value(value).map_err(|e| format!("invalid {}: {e}", K::kind(&())))?;
     if object.meta().name.as_deref().unwrap_or_default().is_empty() {
         return Err(format!("{} has no metadata.name", K::kind(&())));
     }
     Ok(object)
+}
+
+/// serde's messages quote the value they could not read, and in a Secret that value may be the
+/// secret itself (`password: 1234` unquoted is an integer). So a Secret's values are checked
+/// first, key by key, with messages that name the key and never show the value.
+fn check_secret_values(secret: &Value) -> Result<(), String> {
+    for (field, expected) in [("data", "base64-encoded text"), ("stringData", "a string")] {
+        let values = match secret.get(field) {
+            None | Some(Value::Null) => continue,
+            Some(Value::Object(values)) => values,
+            Some(_) => return Err(format!("invalid Secret: {field} is not a mapping")),
+        };
+        for (key, value) in values {
+            let readable = match field {
+                "data" => serde_json::from_value::<ByteString>(value.clone()).is_ok(),
+                _ => value.is_string(),
+            };
+            if !readable {
+                return Err(format!(
+                    "invalid Secret: {field}.{key} is not {expected} (the value is not shown)"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -435,6 +678,120 @@ items:
             error,
             "test.yaml: document 1, item 1: Deployment has no metadata.name"
         );
+    }
+
+    #[test]
+    fn objects_without_a_namespace_get_the_one_given() {
+        let text = format!(
+            "{WEB}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: tls}}\nimmutable: true\n---\nkind: ConfigMap\nmetadata: {{name: app-env, namespace: other}}\n"
+        );
+        let mut manifests = Manifests::in_namespace(Some("shop"));
+        manifests.add_yaml("test.yaml", &text).unwrap();
+        let analyses = manifests.analyse();
+        assert_eq!(analyses[0].namespace, "shop");
+        assert!(manifests.meta(SourceKind::Secret, "shop", "tls").is_some());
+        // An object that names its namespace keeps it.
+        assert!(manifests
+            .meta(SourceKind::ConfigMap, "other", "app-env")
+            .is_some());
+        assert!(manifests
+            .meta(SourceKind::ConfigMap, "shop", "app-env")
+            .is_none());
+    }
+
+    #[test]
+    fn secret_values_are_digested_and_never_quoted_in_errors() {
+        let secret = |body: &str| format!("kind: Secret\nmetadata: {{name: db}}\n{body}\n");
+        for (body, message) in [
+            (
+                "stringData: {password: 1234}",
+                "test.yaml: document 1: invalid Secret: stringData.password is not a string (the value is not shown)",
+            ),
+            (
+                "data: {password: \"s3cr!t\"}",
+                "test.yaml: document 1: invalid Secret: data.password is not base64-encoded text (the value is not shown)",
+            ),
+        ] {
+            let error = load(&secret(body)).unwrap_err().to_string();
+            assert_eq!(error, message);
+        }
+        let manifests = load(&secret("stringData: {password: hunter2}")).unwrap();
+        let db = manifests
+            .source(&SourceKey::new(SourceKind::Secret, "default", "db"))
+            .unwrap();
+        assert_eq!(db.digests.keys.len(), 1);
+        assert!(!format!("{manifests:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn positions_follow_the_input_across_lists_and_files() {
+        let mut manifests = load(&format!(
+            "kind: ConfigMap\nmetadata: {{name: a}}\n---\nkind: List\nitems: [{{kind: ConfigMap, metadata: {{name: b}}}}]\n---\n{WEB}"
+        ))
+        .unwrap();
+        manifests
+            .add_yaml("more.yaml", "kind: ConfigMap\nmetadata: {name: c}\n")
+            .unwrap();
+        let position = |name| {
+            manifests
+                .source(&SourceKey::new(SourceKind::ConfigMap, "default", name))
+                .unwrap()
+                .position
+        };
+        assert_eq!((position("a"), position("b"), position("c")), (1, 2, 4));
+        assert_eq!(manifests.workloads().next().unwrap().position, 3);
+    }
+
+    #[test]
+    fn paths_are_files_directories_in_name_order_or_stdin() {
+        let dir = std::env::temp_dir().join(format!("envroll-manifests-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("nested")).unwrap();
+        std::fs::write(dir.join("b.yml"), "kind: ConfigMap\nmetadata: {name: b}\n").unwrap();
+        std::fs::write(dir.join("a.yaml"), WEB).unwrap();
+        std::fs::write(dir.join("notes.txt"), "not a manifest: [").unwrap();
+        std::fs::write(
+            dir.join("nested/c.yaml"),
+            "kind: ConfigMap\nmetadata: {name: c}\n",
+        )
+        .unwrap();
+        let dir_path = dir.to_string_lossy().into_owned();
+        let stdin = "kind: ConfigMap\nmetadata: {name: d}\n";
+        let manifests = read_paths(
+            &[dir_path.clone(), "-".to_string()],
+            Some("shop"),
+            &mut stdin.as_bytes(),
+        )
+        .unwrap();
+        let position = |name| {
+            manifests
+                .source(&SourceKey::new(SourceKind::ConfigMap, "shop", name))
+                .map(|source| source.position)
+        };
+        assert_eq!(
+            manifests.workloads().next().unwrap().position,
+            1,
+            "a.yaml first"
+        );
+        assert_eq!(
+            (position("b"), position("c"), position("d")),
+            (Some(2), None, Some(3))
+        );
+
+        let empty = dir.join("nested/empty");
+        std::fs::create_dir_all(&empty).unwrap();
+        let empty = empty.to_string_lossy().into_owned();
+        let error = read_paths(std::slice::from_ref(&empty), None, &mut "".as_bytes()).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("{empty}: no .yaml, .yml or .json file in this directory")
+        );
+        let missing = format!("{dir_path}/missing.yaml");
+        let error =
+            read_paths(std::slice::from_ref(&missing), None, &mut "".as_bytes()).unwrap_err();
+        assert!(error
+            .to_string()
+            .starts_with(&format!("{missing}: cannot read")));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -33,6 +33,13 @@ struct WatchLabels {
     kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotificationLabels {
+    sink: String,
+    event: String,
+    outcome: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     rollouts: Family<RolloutLabels, Counter>,
@@ -43,8 +50,13 @@ pub struct Metrics {
     source_fetches: Family<WatchLabels, Counter>,
     source_fetch_errors: Family<ReasonLabels, Counter>,
     reconcile_duration: Histogram,
+    rollout_duration: Family<WatchLabels, Histogram>,
+    rollouts_stalled: Family<WatchLabels, Counter>,
+    rollouts_held: Family<WatchLabels, Counter>,
+    rollouts_throttled: Family<WatchLabels, Counter>,
     managed_workloads: Gauge,
     tracked_sources: Gauge,
+    notifications: Family<NotificationLabels, Counter>,
     ready: AtomicBool,
 }
 
@@ -59,8 +71,15 @@ impl Default for Metrics {
         let source_fetches = Family::<WatchLabels, Counter>::default();
         let source_fetch_errors = Family::<ReasonLabels, Counter>::default();
         let reconcile_duration = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        let rollout_duration = Family::<WatchLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(1.0, 2.0, 12))) as fn() -> Histogram,
+        );
+        let rollouts_stalled = Family::<WatchLabels, Counter>::default();
+        let rollouts_held = Family::<WatchLabels, Counter>::default();
+        let rollouts_throttled = Family::<WatchLabels, Counter>::default();
         let managed_workloads = Gauge::default();
         let tracked_sources = Gauge::default();
+        let notifications = Family::<NotificationLabels, Counter>::default();
         registry.register(
             "rollouts",
             "Rollouts triggered, by workload kind, namespace and the kind of source that changed",
@@ -102,6 +121,26 @@ impl Default for Metrics {
             reconcile_duration.clone(),
         );
         registry.register(
+            "rollout_duration_seconds",
+            "Time from envroll's rollout to the workload's new pods being available, by kind",
+            rollout_duration.clone(),
+        );
+        registry.register(
+            "rollouts_stalled",
+            "Rollouts envroll triggered that did not finish (deadline passed or new pods failing), by kind",
+            rollouts_stalled.clone(),
+        );
+        registry.register(
+            "rollouts_held",
+            "Changes that waited for a rollout envroll triggered to finish, to join the next one, by kind",
+            rollouts_held.clone(),
+        );
+        registry.register(
+            "rollouts_throttled",
+            "Changes that waited because the workload used its rollouts per hour, by kind",
+            rollouts_throttled.clone(),
+        );
+        registry.register(
             "managed_workloads",
             "Workloads that opted in to envroll",
             managed_workloads.clone(),
@@ -110,6 +149,11 @@ impl Default for Metrics {
             "tracked_sources",
             "ConfigMaps and Secrets known (a Secret by its metadata until a managed workload consumes it)",
             tracked_sources.clone(),
+        );
+        registry.register(
+            "notifications",
+            "Rollout notifications, by sink, event and outcome: delivered, failed (after its retries) or dropped (the sink's queue was full)",
+            notifications.clone(),
         );
         Metrics {
             registry,
@@ -121,8 +165,13 @@ impl Default for Metrics {
             source_fetches,
             source_fetch_errors,
             reconcile_duration,
+            rollout_duration,
+            rollouts_stalled,
+            rollouts_held,
+            rollouts_throttled,
             managed_workloads,
             tracked_sources,
+            notifications,
             ready: AtomicBool::new(false),
         }
     }
@@ -136,6 +185,38 @@ impl Metrics {
                 namespace: namespace.to_string(),
                 source_kind: source_kind.to_string(),
                 dry_run: dry_run.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn rollout_finished(&self, kind: &str, duration: Duration) {
+        self.rollout_duration
+            .get_or_create(&WatchLabels {
+                kind: kind.to_string(),
+            })
+            .observe(duration.as_secs_f64());
+    }
+
+    pub fn rollout_stalled(&self, kind: &str) {
+        self.rollouts_stalled
+            .get_or_create(&WatchLabels {
+                kind: kind.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn rollout_held(&self, kind: &str) {
+        self.rollouts_held
+            .get_or_create(&WatchLabels {
+                kind: kind.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn rollout_throttled(&self, kind: &str) {
+        self.rollouts_throttled
+            .get_or_create(&WatchLabels {
+                kind: kind.to_string(),
             })
             .inc();
     }
@@ -188,6 +269,16 @@ impl Metrics {
             .inc();
     }
 
+    pub fn notification(&self, sink: &str, event: &str, outcome: &str) {
+        self.notifications
+            .get_or_create(&NotificationLabels {
+                sink: sink.to_string(),
+                event: event.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
     pub fn observe_reconcile(&self, elapsed: Duration) {
         self.reconcile_duration.observe(elapsed.as_secs_f64());
     }
@@ -230,6 +321,7 @@ mod tests {
         metrics.set_managed_workloads(3);
         metrics.source_fetch("Secret");
         metrics.source_fetch_error("throttled");
+        metrics.notification("slack", "stalled", "delivered");
         let text = metrics.encode();
         assert!(
             text.contains("envroll_rollouts_total{kind=\"Deployment\",namespace=\"shop\",source_kind=\"ConfigMap\",dry_run=\"false\"} 1"),
@@ -241,5 +333,8 @@ mod tests {
         assert!(text.contains("envroll_source_fetches_total{kind=\"Secret\"} 1"));
         assert!(text.contains("envroll_source_fetch_errors_total{reason=\"throttled\"} 1"));
         assert!(text.contains("envroll_reconcile_duration_seconds_bucket"));
+        assert!(text.contains(
+            "envroll_notifications_total{sink=\"slack\",event=\"stalled\",outcome=\"delivered\"} 1"
+        ));
     }
 }

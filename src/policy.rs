@@ -14,6 +14,8 @@ pub const CONFIGMAPS: &str = "envroll.dev/configmaps";
 pub const SECRETS: &str = "envroll.dev/secrets";
 pub const VOLUMES: &str = "envroll.dev/volumes";
 pub const IGNORE: &str = "envroll.dev/ignore";
+/// Overrides `--max-rollouts-per-hour` for one workload; `0` is no limit.
+pub const MAX_ROLLOUTS_PER_HOUR: &str = "envroll.dev/max-rollouts-per-hour";
 /// Written into the pod template: changing it is what rolls the workload out.
 pub const CONFIG_HASH: &str = "envroll.dev/config-hash";
 /// Written into the pod template next to the hash when a rollout's hash is the one the template
@@ -25,7 +27,14 @@ pub const ROLLOUT_MARK: &str = "envroll.dev/rollout";
 pub const APPLIED: &str = "envroll.dev/applied";
 
 const PREFIX: &str = "envroll.dev/";
-const WORKLOAD_ANNOTATIONS: [&str; 5] = [AUTO, CONFIGMAPS, SECRETS, VOLUMES, APPLIED];
+const WORKLOAD_ANNOTATIONS: [&str; 6] = [
+    AUTO,
+    CONFIGMAPS,
+    SECRETS,
+    VOLUMES,
+    MAX_ROLLOUTS_PER_HOUR,
+    APPLIED,
+];
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -43,6 +52,7 @@ pub struct Policy {
     pub configmaps: BTreeSet<String>,
     pub secrets: BTreeSet<String>,
     pub volumes: VolumesMode,
+    pub max_rollouts_per_hour: Option<u32>,
 }
 
 impl Policy {
@@ -88,6 +98,11 @@ pub fn parse_workload_policy(annotations: &BTreeMap<String, String>) -> ParsedPo
             CONFIGMAPS => parse_name_list(key, value, &mut parsed.policy.configmaps),
             SECRETS => parse_name_list(key, value, &mut parsed.policy.secrets),
             VOLUMES => parse_volumes(key, value).map(|mode| parsed.policy.volumes = mode),
+            MAX_ROLLOUTS_PER_HOUR => value
+                .trim()
+                .parse::<u32>()
+                .map(|limit| parsed.policy.max_rollouts_per_hour = Some(limit))
+                .map_err(|_| error(key, value, "is not a whole number (0 is no limit)")),
             APPLIED => Ok(()),
             IGNORE => Err(error(
                 key,
@@ -263,6 +278,19 @@ mod tests {
         let parsed = parse_workload_policy(&annotations(&[(VOLUMES, "sometimes")]));
         assert_eq!(parsed.policy.volumes, VolumesMode::Reload);
         assert_eq!(parsed.errors.len(), 1);
+    }
+
+    #[test]
+    fn the_rollout_budget_can_be_overridden_per_workload() {
+        let parsed = parse_workload_policy(&annotations(&[(MAX_ROLLOUTS_PER_HOUR, " 3 ")]));
+        assert_eq!(parsed.policy.max_rollouts_per_hour, Some(3));
+        assert!(parsed.errors.is_empty());
+        let parsed = parse_workload_policy(&annotations(&[(MAX_ROLLOUTS_PER_HOUR, "lots")]));
+        assert_eq!(parsed.policy.max_rollouts_per_hour, None);
+        assert_eq!(
+            parsed.errors[0].to_string(),
+            "annotation envroll.dev/max-rollouts-per-hour: \"lots\" is not a whole number (0 is no limit)"
+        );
     }
 
     #[test]

@@ -4,10 +4,11 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -16,6 +17,7 @@ use crate::analysis::{
     analyse, SourceKind, SourceMeta, WorkloadAnalysis, WorkloadInput, WorkloadKind,
 };
 use crate::fingerprint::template_fingerprint;
+use crate::lifecycle::RolloutStatus;
 use crate::policy;
 
 pub trait Workload:
@@ -50,7 +52,17 @@ pub trait Workload:
     fn updates_on_delete(&self) -> bool {
         self.strategy_type() == Some("OnDelete")
     }
+
+    /// How far its rollout is, from its status.
+    fn rollout_status(&self) -> RolloutStatus;
+
+    /// The selector of its pods.
+    fn selector(&self) -> Option<&LabelSelector>;
 }
+
+/// StatefulSets and DaemonSets have no progress deadline of their own: envroll waits as long as a
+/// Deployment does by default (`progressDeadlineSeconds`).
+const OWN_ROLLOUT_DEADLINE: Duration = Duration::from_secs(600);
 
 impl Workload for Deployment {
     const KIND: WorkloadKind = WorkloadKind::Deployment;
@@ -61,6 +73,33 @@ impl Workload for Deployment {
 
     fn strategy_type(&self) -> Option<&str> {
         self.spec.as_ref()?.strategy.as_ref()?.type_.as_deref()
+    }
+
+    fn selector(&self) -> Option<&LabelSelector> {
+        self.spec.as_ref().map(|spec| &spec.selector)
+    }
+
+    fn rollout_status(&self) -> RolloutStatus {
+        let spec = self.spec.as_ref();
+        let status = self.status.clone().unwrap_or_default();
+        let deadline_exceeded = status.conditions.iter().flatten().find(|condition| {
+            condition.type_ == "Progressing"
+                && condition.reason.as_deref() == Some("ProgressDeadlineExceeded")
+        });
+        RolloutStatus {
+            generation: self.metadata.generation.unwrap_or_default(),
+            observed_generation: status.observed_generation.unwrap_or_default(),
+            desired: spec.and_then(|spec| spec.replicas).unwrap_or(1),
+            updated: status.updated_replicas.unwrap_or_default(),
+            available: status.available_replicas.unwrap_or_default(),
+            total: status.replicas.unwrap_or_default(),
+            partition: 0,
+            revisions_differ: false,
+            waits_for_user: spec.and_then(|spec| spec.paused).unwrap_or(false),
+            deadline_exceeded: deadline_exceeded
+                .map(|condition| condition.message.clone().unwrap_or_default()),
+            own_deadline: None,
+        }
     }
 }
 
@@ -79,6 +118,37 @@ impl Workload for StatefulSet {
             .type_
             .as_deref()
     }
+
+    fn selector(&self) -> Option<&LabelSelector> {
+        self.spec.as_ref().map(|spec| &spec.selector)
+    }
+
+    fn rollout_status(&self) -> RolloutStatus {
+        let spec = self.spec.as_ref();
+        let status = self.status.clone().unwrap_or_default();
+        let partition = spec
+            .and_then(|spec| {
+                spec.update_strategy
+                    .as_ref()?
+                    .rolling_update
+                    .as_ref()?
+                    .partition
+            })
+            .unwrap_or(0);
+        RolloutStatus {
+            generation: self.metadata.generation.unwrap_or_default(),
+            observed_generation: status.observed_generation.unwrap_or_default(),
+            desired: spec.and_then(|spec| spec.replicas).unwrap_or(1),
+            updated: status.updated_replicas.unwrap_or_default(),
+            available: status.ready_replicas.unwrap_or_default(),
+            total: status.replicas,
+            partition,
+            revisions_differ: status.current_revision != status.update_revision,
+            waits_for_user: self.updates_on_delete(),
+            deadline_exceeded: None,
+            own_deadline: Some(OWN_ROLLOUT_DEADLINE),
+        }
+    }
 }
 
 impl Workload for DaemonSet {
@@ -95,6 +165,27 @@ impl Workload for DaemonSet {
             .as_ref()?
             .type_
             .as_deref()
+    }
+
+    fn selector(&self) -> Option<&LabelSelector> {
+        self.spec.as_ref().map(|spec| &spec.selector)
+    }
+
+    fn rollout_status(&self) -> RolloutStatus {
+        let status = self.status.clone().unwrap_or_default();
+        RolloutStatus {
+            generation: self.metadata.generation.unwrap_or_default(),
+            observed_generation: status.observed_generation.unwrap_or_default(),
+            desired: status.desired_number_scheduled,
+            updated: status.updated_number_scheduled.unwrap_or_default(),
+            available: status.number_available.unwrap_or_default(),
+            total: status.current_number_scheduled,
+            partition: 0,
+            revisions_differ: false,
+            waits_for_user: self.updates_on_delete(),
+            deadline_exceeded: None,
+            own_deadline: Some(OWN_ROLLOUT_DEADLINE),
+        }
     }
 }
 

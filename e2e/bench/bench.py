@@ -774,7 +774,9 @@ class Session:
         namespaces = ",".join(self.plan.watched)
         if self.tool == "reloader":
             return [self.args.reloader_bin, "--reload-strategy=annotations", f"--namespaces={namespaces}"]
-        argv = [self.args.envroll_bin, "run", "--namespaces", namespaces, "--metrics-address", "127.0.0.1:0"]
+        # No rollout budget: Reloader has none, and the scenarios change workloads repeatedly.
+        argv = [self.args.envroll_bin, "run", "--namespaces", namespaces, "--metrics-address", "127.0.0.1:0",
+                "--max-rollouts-per-hour", "0"]
         if debounce is not None:
             argv += ["--debounce", debounce]
         return argv

@@ -1007,8 +1007,10 @@ class Run:
     # -- operators ----------------------------------------------------------------------------
 
     def operator(self, identity, leader_election):
+        # No rollout budget: the driver changes each workload more often than a production
+        # budget allows, and the checker judges precision, which a budget would only delay.
         argv = [self.args.envroll_bin, "run", "--metrics-address", "127.0.0.1:0", "--log-format", "json",
-                "--pod-namespace", LEASE_NS]
+                "--pod-namespace", LEASE_NS, "--max-rollouts-per-hour", "0"]
         if leader_election:
             argv += ["--leader-election", "--lease-name", LEASE, "--identity", identity,
                      "--lease-duration", str(LEASE_SECONDS)]

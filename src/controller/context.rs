@@ -1,7 +1,7 @@
 //! The state shared by the watches and the reconciles, behind one lock that is never held across
 //! an await, and the routes by which a change reaches the reconcile of a workload.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,7 @@ use crate::analysis::WorkloadKind;
 use crate::debounce::Pending;
 use crate::leader::LeaseGuard;
 use crate::metrics::Metrics;
+use crate::notify::{Notification, Notifier};
 use crate::rollout::Applied;
 use crate::store::{ReverseIndex, SourceKey, SourceStore, TemplateEdits, WorkloadKey};
 use crate::workload::{namespace_or_default, Workload};
@@ -42,6 +43,27 @@ pub(super) struct Memo {
     pub patch_failures: u32,
     /// The revision of envroll's last rollout of the workload (`PodsStartedAfter::rollout`).
     pub rolled_out_at: Option<u64>,
+    /// envroll's rollout that has not finished yet.
+    pub in_flight: Option<InFlight>,
+    /// When envroll rolled the workload out within the last hour, for the budget.
+    pub rollouts: VecDeque<Instant>,
+    /// Config hashes that waited (held or throttled) since the last rollout: the next carries them.
+    pub waiting: BTreeSet<String>,
+}
+
+/// A rollout envroll triggered, followed until the workload's controller finishes or gives up.
+#[derive(Clone, Debug)]
+pub(super) struct InFlight {
+    /// The workload's generation the rollout produced.
+    pub generation: i64,
+    pub started: Instant,
+    /// Seconds since the Unix epoch at the start, to tell the rollout's pods from older ones.
+    pub started_unix: i64,
+    /// The labels of the sources whose change it carries, for the Events that follow.
+    pub changed: Vec<String>,
+    /// How many config states it carries (`tracking::started`).
+    pub carried: usize,
+    pub pods_checked: Option<Instant>,
 }
 
 pub(super) struct State {
@@ -87,6 +109,7 @@ pub struct Context {
     lease: Option<LeaseGuard>,
     state: Mutex<State>,
     triggers: Mutex<Triggers>,
+    notifier: Option<Notifier>,
 }
 
 impl Context {
@@ -116,6 +139,19 @@ impl Context {
             lease,
             state: Mutex::new(state),
             triggers: Mutex::default(),
+            notifier: None,
+        }
+    }
+
+    /// Sends rollout notifications (`notify`) through this notifier.
+    pub fn with_notifier(mut self, notifier: Notifier) -> Self {
+        self.notifier = Some(notifier);
+        self
+    }
+
+    pub(super) fn notify(&self, notification: Notification) {
+        if let Some(notifier) = &self.notifier {
+            notifier.notify(notification);
         }
     }
 

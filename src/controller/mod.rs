@@ -11,6 +11,7 @@ mod context;
 mod reconcile;
 mod report;
 mod sources;
+mod tracking;
 mod workloads;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use tracing::info;
 pub use context::Context;
 
 use crate::debounce::Debounce;
+use crate::lifecycle::Budget;
 
 /// Small list pages keep the transient memory of an initial list low, whatever the object sizes.
 const LIST_PAGE_SIZE: u32 = 100;
@@ -61,6 +63,8 @@ pub struct Settings {
     pub dry_run: bool,
     pub debounce: Debounce,
     pub concurrency: u16,
+    /// Rollouts per workload and hour, unless the workload's annotation says otherwise.
+    pub budget: Budget,
 }
 
 /// Runs the operator until `shutdown` resolves. Sources are fully listed before any workload is

@@ -12,8 +12,11 @@ use tracing::{debug, info, warn};
 
 use super::context::{workload_key, FIELD_MANAGER};
 use super::report::{self, Warning};
+use super::tracking::{self, PROGRESS_POLL};
 use super::{backoff, Context};
 use crate::analysis::{SourceKind, WorkloadAnalysis};
+use crate::lifecycle::Gate;
+use crate::notify::RolloutEvent;
 use crate::policy;
 use crate::rollout::{
     decide, patch_body, Applied, Decision, Plan, PodsStartedAfter, RebaselineCause, Template,
@@ -58,8 +61,14 @@ pub(super) async fn reconcile<W: Workload>(
 ) -> Result<Action, Error> {
     let workload = &observed.workload;
     let key = workload_key(workload);
+    // Before the debounce: a rollout's outcome is reported when it happens, changes or not.
+    let in_progress = tracking::follow(workload, &key, &context).await;
     if let Some(wait) = context.debounce_wait(&key) {
-        return Ok(Action::requeue(wait));
+        return Ok(Action::requeue(if in_progress {
+            wait.min(PROGRESS_POLL)
+        } else {
+            wait
+        }));
     }
     let started = Instant::now();
     let first_look = analyse_and_index(workload, &key, &context);
@@ -116,7 +125,15 @@ pub(super) async fn reconcile<W: Workload>(
     };
     report::publish_new_warnings(workload, &key, warnings, &context).await;
     context.metrics().observe_reconcile(started.elapsed());
-    action
+    let in_flight = context
+        .state()
+        .memos
+        .get(&key)
+        .is_some_and(|memo| memo.in_flight.is_some());
+    match action {
+        Ok(_) if in_flight => Ok(Action::requeue(PROGRESS_POLL)),
+        other => other,
+    }
 }
 
 /// Analyses the workload with what is known now and indexes its sources, before any Secret is
@@ -321,9 +338,20 @@ async fn apply<W: Workload>(
     if !plan.rolls_out() {
         info!(workload = %key, hash = %applied.hash, "{}", plan.describe());
     }
+    let mut patched_generation = None;
     if context.settings().dry_run {
         context.state().memo(key).dry_run_baseline = Some(applied.clone());
     } else {
+        if plan.rolls_out() {
+            match tracking::admit::<W>(key, analysis, &applied.hash, context) {
+                Gate::Go => {}
+                Gate::Hold => return Ok(Action::requeue(PROGRESS_POLL)),
+                Gate::Throttle(wait) => {
+                    warnings.push(Warning::rollout_throttled());
+                    return Ok(Action::requeue(wait.clamp(CONFLICT_RETRY, RESYNC)));
+                }
+            }
+        }
         if !context.may_patch() {
             // The lease may have passed to another replica, which decides from here on.
             warn!(workload = %key, "not patching: leadership is not provably held");
@@ -355,6 +383,7 @@ async fn apply<W: Workload>(
         memo.patch_failures = 0;
         if plan.rolls_out() {
             memo.rolled_out_at = revision(patched.meta().resource_version.as_deref());
+            patched_generation = patched.meta().generation;
         }
     }
     if let Plan::Rollout {
@@ -362,7 +391,24 @@ async fn apply<W: Workload>(
         template_edited,
     } = &plan
     {
-        report::announce_rollout(workload, key, analysis, changed, *template_edited, context).await;
+        let carried = if context.settings().dry_run {
+            1
+        } else {
+            let generation = patched_generation.unwrap_or_default();
+            let carried = tracking::started(key, generation, changed, context);
+            report::notify::<W>(key, RolloutEvent::Triggered, changed, carried, context);
+            carried
+        };
+        report::announce_rollout(
+            workload,
+            key,
+            analysis,
+            changed,
+            *template_edited,
+            carried,
+            context,
+        )
+        .await;
     }
     Ok(Action::requeue(RESYNC))
 }

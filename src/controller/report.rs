@@ -2,13 +2,15 @@
 //! problems worth a Warning.
 
 use std::collections::HashSet;
+use std::time::SystemTime;
 
 use kube::runtime::events::{Event, EventType, Recorder};
 use tracing::{info, warn};
 
 use super::Context;
 use crate::analysis::{SourceKind, WorkloadAnalysis};
-use crate::hash::source_label;
+use crate::hash::{parse_source_label, source_label};
+use crate::notify::{Notification, RolloutEvent, SourceRef, WorkloadRef};
 use crate::rollout::UnknownSource;
 use crate::store::WorkloadKey;
 use crate::workload::Workload;
@@ -61,6 +63,13 @@ impl Warning {
         }
     }
 
+    pub fn rollout_throttled() -> Self {
+        Warning {
+            reason: "RolloutThrottled",
+            message: "envroll used this workload's rollouts for the last hour (--max-rollouts-per-hour, annotation envroll.dev/max-rollouts-per-hour): the change waits until the budget allows, it is not dropped".to_string(),
+        }
+    }
+
     pub fn patch_failed(failures: u32, problem: &kube::Error) -> Self {
         Warning {
             reason: "PatchFailed",
@@ -109,6 +118,7 @@ pub(super) async fn announce_rollout<W: Workload>(
     analysis: &WorkloadAnalysis,
     changed: &[String],
     template_edited: bool,
+    carried: usize,
     context: &Context,
 ) {
     let dry_run = context.settings().dry_run;
@@ -135,6 +145,11 @@ pub(super) async fn announce_rollout<W: Workload>(
         note.push_str(
             "; the pod template was edited too, but not provably after this change, so its pods may hold the old config",
         );
+    }
+    if carried > 1 {
+        note.push_str(&format!(
+            "; carries {carried} config states that waited for the previous rollout or the budget"
+        ));
     }
     if dry_run {
         note = format!("dry run, would roll out: {note}");
@@ -166,7 +181,36 @@ pub(super) async fn announce_rollout<W: Workload>(
     }
 }
 
-async fn publish<W: Workload>(
+/// Tells the configured notification sinks (`notify`) what happened to a rollout.
+pub(super) fn notify<W: Workload>(
+    key: &WorkloadKey,
+    event: RolloutEvent,
+    changed: &[String],
+    carried: usize,
+    context: &Context,
+) {
+    let changed_sources = changed
+        .iter()
+        .filter_map(|label| parse_source_label(label))
+        .map(|(kind, name)| SourceRef {
+            kind,
+            name: name.to_string(),
+        })
+        .collect();
+    context.notify(Notification {
+        event,
+        workload: WorkloadRef {
+            kind: W::KIND,
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+        },
+        changed_sources,
+        coalesced_changes: u32::try_from(carried).unwrap_or(u32::MAX),
+        timestamp: SystemTime::now(),
+    });
+}
+
+pub(super) async fn publish<W: Workload>(
     workload: &W,
     type_: EventType,
     reason: &str,

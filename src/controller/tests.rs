@@ -16,6 +16,7 @@ use super::reconcile::read_unknown_secrets;
 use super::*;
 use crate::analysis::SourceKind;
 use crate::debounce::Debounce;
+use crate::lifecycle::Budget;
 use crate::metrics::Metrics;
 use crate::rollout::{decide, Decision, PodsStartedAfter, Template};
 use crate::store::{config_map_record, secret_metadata_record, SourceKey};
@@ -68,6 +69,7 @@ fn context(client: Client) -> Arc<Context> {
         dry_run: false,
         debounce: Debounce::with_default_max_wait(Duration::ZERO),
         concurrency: 1,
+        budget: Budget::per_hour(0),
     };
     Arc::new(Context::new(
         client,
@@ -238,17 +240,19 @@ async fn ready_only_once_the_workload_watches_have_listed() {
         .unwrap();
 }
 
-/// A Deployment `shop/web` reading the ConfigMaps `env` and `other` through `envFrom`.
-fn web(resource_version: &str, applied: Option<&str>) -> Arc<Observed<Deployment>> {
+/// A Deployment `shop/web` (generation 1, three replicas, its rollout finished) reading the
+/// ConfigMaps `env` and `other` through `envFrom`.
+fn web_json(resource_version: &str, applied: Option<&str>) -> serde_json::Value {
     let mut annotations = serde_json::json!({ "envroll.dev/auto": "true" });
     if let Some(applied) = applied {
         annotations["envroll.dev/applied"] = applied.into();
     }
-    let deployment = serde_json::json!({
+    serde_json::json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "web", "namespace": "shop", "resourceVersion": resource_version,
-                     "annotations": annotations},
+                     "generation": 1, "annotations": annotations},
         "spec": {
+            "replicas": 3,
             "selector": {"matchLabels": {"app": "web"}},
             "template": {
                 "metadata": {"labels": {"app": "web"}},
@@ -257,8 +261,17 @@ fn web(resource_version: &str, applied: Option<&str>) -> Arc<Observed<Deployment
                 ]}]},
             },
         },
-    });
+        "status": {"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3,
+                   "availableReplicas": 3},
+    })
+}
+
+fn observed(deployment: serde_json::Value) -> Arc<Observed<Deployment>> {
     Arc::new(serde_json::from_value(deployment).expect("a Deployment"))
+}
+
+fn web(resource_version: &str, applied: Option<&str>) -> Arc<Observed<Deployment>> {
+    observed(web_json(resource_version, applied))
 }
 
 fn store_config_map(context: &Context, name: &str, resource_version: &str, value: &str) {
@@ -271,41 +284,93 @@ fn store_config_map(context: &Context, name: &str, resource_version: &str, value
     context.state().store.upsert(key, record);
 }
 
-#[tokio::test]
-async fn a_change_a_lagging_watch_reports_after_envrolls_rollout_is_not_rolled_out_again() {
-    // Every PATCH is recorded and answered with the Deployment at `patched_version`.
-    let patches = Arc::new(Mutex::new(Vec::<serde_json::Value>::new()));
-    let patched_version = Arc::new(Mutex::new(String::new()));
-    let (recorded, version) = (patches.clone(), patched_version.clone());
-    let context = context(client(move |request: Request<Body>| {
-        let (recorded, version) = (recorded.clone(), version.clone());
-        async move {
-            if request.method() != "PATCH" {
-                return status(404, "NotFound");
+/// An API server that records every request and answers a PATCH of `shop/web` with the
+/// Deployment at the resource version and generation set in `patched`.
+#[derive(Clone, Default)]
+struct Recorder {
+    requests: Arc<Mutex<Vec<(String, String, serde_json::Value)>>>,
+    patched: Arc<Mutex<(String, i64)>>,
+}
+
+impl Recorder {
+    fn context(&self) -> Arc<Context> {
+        let recorder = self.clone();
+        context(client(move |request: Request<Body>| {
+            let recorder = recorder.clone();
+            async move {
+                let method = request.method().to_string();
+                let path = request.uri().path().to_string();
+                let body = request.into_body().collect_bytes().await.expect("a body");
+                let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                recorder
+                    .requests
+                    .lock()
+                    .unwrap()
+                    .push((method.clone(), path, body.clone()));
+                if method != "PATCH" {
+                    // Events are answered as created: what was sent is what the test checks.
+                    return respond(StatusCode::CREATED, &body.to_string());
+                }
+                let (version, generation) = recorder.patched.lock().unwrap().clone();
+                let deployment = serde_json::json!({
+                    "apiVersion": "apps/v1", "kind": "Deployment",
+                    "metadata": {"name": "web", "namespace": "shop", "resourceVersion": version,
+                                 "generation": generation},
+                });
+                respond(StatusCode::OK, &deployment.to_string())
             }
-            let body = request.into_body().collect_bytes().await.expect("a body");
-            recorded
-                .lock()
-                .unwrap()
-                .push(serde_json::from_slice(&body).expect("JSON"));
-            let version = version.lock().unwrap().clone();
-            let deployment = serde_json::json!({
-                "apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {"name": "web", "namespace": "shop", "resourceVersion": version},
-            });
-            respond(StatusCode::OK, &deployment.to_string())
-        }
-    }));
-    let last_applied = || {
-        let patches = patches.lock().unwrap();
+        }))
+    }
+
+    fn will_patch_to(&self, resource_version: &str, generation: i64) {
+        *self.patched.lock().unwrap() = (resource_version.to_string(), generation);
+    }
+
+    fn patches(&self) -> Vec<serde_json::Value> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(method, _, _)| method == "PATCH")
+            .map(|(_, _, body)| body.clone())
+            .collect()
+    }
+
+    /// Whether each PATCH so far rolled out (changed the pod template).
+    fn rollouts(&self) -> Vec<bool> {
+        self.patches()
+            .iter()
+            .map(|patch| patch.get("spec").is_some())
+            .collect()
+    }
+
+    fn last_applied(&self) -> String {
+        let patches = self.patches();
         let last = patches.last().expect("a patch");
         last["metadata"]["annotations"]["envroll.dev/applied"]
             .as_str()
             .expect("a baseline")
             .to_string()
-    };
+    }
+
+    /// The notes of the Events with this reason.
+    fn events(&self, reason: &str) -> Vec<String> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(method, _, body)| method == "POST" && body["reason"] == reason)
+            .map(|(_, _, body)| body["note"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn a_change_a_lagging_watch_reports_after_envrolls_rollout_is_not_rolled_out_again() {
+    let api = Recorder::default();
+    let context = api.context();
     let decide_at = |resource_version: &str, applied: Option<String>, patch_version: &str| {
-        *patched_version.lock().unwrap() = patch_version.to_string();
+        api.will_patch_to(patch_version, 1);
         reconcile::reconcile(web(resource_version, applied.as_deref()), context.clone())
     };
 
@@ -314,30 +379,157 @@ async fn a_change_a_lagging_watch_reports_after_envrolls_rollout_is_not_rolled_o
     decide_at("20", None, "21").await.expect("adopted");
     // env changes at 30: envroll rolls out, and its patch makes revision 100.
     store_config_map(&context, "env", "30", "2");
-    decide_at("21", Some(last_applied()), "100")
+    decide_at("21", Some(api.last_applied()), "100")
         .await
         .expect("rolled out");
     // The ConfigMap watch was behind: it reports `other`'s change at 90 only now. The pods of
     // the rollout at 100 started after it and read it.
     store_config_map(&context, "other", "90", "2");
-    decide_at("100", Some(last_applied()), "101")
+    decide_at("100", Some(api.last_applied()), "101")
         .await
         .expect("re-baselined");
     // A change after the rollout does roll out.
     store_config_map(&context, "other", "120", "3");
-    decide_at("101", Some(last_applied()), "130")
+    decide_at("101", Some(api.last_applied()), "130")
         .await
         .expect("rolled out");
 
-    let rolled_out: Vec<bool> = patches
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|patch| patch.get("spec").is_some())
-        .collect();
-    assert_eq!(rolled_out, vec![false, true, false, true]);
+    assert_eq!(api.rollouts(), vec![false, true, false, true]);
     assert!(context
         .metrics()
         .encode()
         .contains("reason=\"rolled_out_after_config\"} 1"));
+}
+
+#[tokio::test]
+async fn changes_during_envrolls_rollout_wait_for_it_and_then_roll_out_once() {
+    let api = Recorder::default();
+    let context = api.context();
+    store_config_map(&context, "env", "10", "1");
+    store_config_map(&context, "other", "11", "1");
+    api.will_patch_to("21", 1);
+    reconcile::reconcile(web("20", None), context.clone())
+        .await
+        .expect("adopted");
+
+    store_config_map(&context, "env", "30", "2");
+    api.will_patch_to("40", 2);
+    reconcile::reconcile(web("21", Some(&api.last_applied())), context.clone())
+        .await
+        .expect("rolled out");
+    let rolled_out = api.last_applied();
+    // Generation 2 is being rolled out: one new pod of three so far.
+    let mut rolling = web_json("40", Some(&rolled_out));
+    rolling["metadata"]["generation"] = 2.into();
+    rolling["status"] = serde_json::json!({"observedGeneration": 2, "replicas": 4,
+        "updatedReplicas": 1, "availableReplicas": 3});
+    for (version, value) in [("50", "2"), ("51", "3")] {
+        store_config_map(&context, "other", version, value);
+        reconcile::reconcile(observed(rolling.clone()), context.clone())
+            .await
+            .expect("held");
+    }
+    assert_eq!(api.rollouts(), vec![false, true], "held while rolling out");
+    assert!(api.events("RolloutSucceeded").is_empty());
+
+    let mut finished = rolling.clone();
+    finished["status"] = serde_json::json!({"observedGeneration": 2, "replicas": 3,
+        "updatedReplicas": 3, "availableReplicas": 3});
+    api.will_patch_to("60", 3);
+    reconcile::reconcile(observed(finished), context.clone())
+        .await
+        .expect("rolled out");
+    assert_eq!(
+        api.rollouts(),
+        vec![false, true, true],
+        "one rollout for both"
+    );
+    let succeeded = api.events("RolloutSucceeded");
+    assert_eq!(succeeded.len(), 1, "{succeeded:?}");
+    assert!(
+        succeeded[0].starts_with("rollout for ConfigMap/env finished in"),
+        "{succeeded:?}"
+    );
+    let triggered = api.events("RolloutTriggered");
+    assert!(
+        triggered[1].contains("carries 2 config states"),
+        "{triggered:?}"
+    );
+    let metrics = context.metrics().encode();
+    assert!(
+        metrics.contains("envroll_rollouts_held_total{kind=\"Deployment\"} 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("envroll_rollout_duration_seconds_count{kind=\"Deployment\"} 1"));
+}
+
+#[tokio::test]
+async fn a_rollout_past_its_deadline_is_reported_stalled_and_frees_the_next() {
+    let api = Recorder::default();
+    let context = api.context();
+    store_config_map(&context, "env", "10", "1");
+    store_config_map(&context, "other", "11", "1");
+    api.will_patch_to("21", 1);
+    reconcile::reconcile(web("20", None), context.clone())
+        .await
+        .expect("adopted");
+    store_config_map(&context, "env", "30", "2");
+    api.will_patch_to("40", 2);
+    reconcile::reconcile(web("21", Some(&api.last_applied())), context.clone())
+        .await
+        .expect("rolled out");
+
+    let mut stalled = web_json("41", Some(&api.last_applied()));
+    stalled["metadata"]["generation"] = 2.into();
+    stalled["status"] = serde_json::json!({"observedGeneration": 2, "replicas": 4,
+        "updatedReplicas": 1, "availableReplicas": 3, "conditions": [{"type": "Progressing",
+        "status": "False", "reason": "ProgressDeadlineExceeded",
+        "message": "ReplicaSet \"web-2\" has timed out progressing."}]});
+    store_config_map(&context, "other", "50", "2");
+    api.will_patch_to("60", 3);
+    reconcile::reconcile(observed(stalled), context.clone())
+        .await
+        .expect("rolled out");
+    assert_eq!(
+        api.events("RolloutStalled"),
+        vec!["rollout for ConfigMap/env stalled: ReplicaSet \"web-2\" has timed out progressing."]
+    );
+    assert_eq!(
+        api.rollouts(),
+        vec![false, true, true],
+        "the next change is not held"
+    );
+    assert!(context
+        .metrics()
+        .encode()
+        .contains("envroll_rollouts_stalled_total{kind=\"Deployment\"} 1"));
+}
+
+#[tokio::test]
+async fn over_its_budget_a_change_waits_and_is_reported() {
+    let api = Recorder::default();
+    let context = api.context();
+    store_config_map(&context, "env", "10", "1");
+    store_config_map(&context, "other", "11", "1");
+    let mut limited = web_json("20", None);
+    limited["metadata"]["annotations"]["envroll.dev/max-rollouts-per-hour"] = "1".into();
+    api.will_patch_to("21", 1);
+    reconcile::reconcile(observed(limited.clone()), context.clone())
+        .await
+        .expect("adopted");
+    for (version, patched) in [("30", "40"), ("50", "60")] {
+        store_config_map(&context, "env", version, version);
+        limited["metadata"]["annotations"]["envroll.dev/applied"] = api.last_applied().into();
+        // The rollout finished at once (generation 1 observed).
+        api.will_patch_to(patched, 1);
+        reconcile::reconcile(observed(limited.clone()), context.clone())
+            .await
+            .expect("decided");
+    }
+    assert_eq!(api.rollouts(), vec![false, true], "the second waits");
+    assert_eq!(api.events("RolloutThrottled").len(), 1);
+    assert!(context
+        .metrics()
+        .encode()
+        .contains("envroll_rollouts_throttled_total{kind=\"Deployment\"} 1"));
 }
