@@ -13,7 +13,7 @@ use serde_json::json;
 
 use common::case::{Case, DEPLOYMENT};
 use common::kubectl::apply;
-use common::operator::{metric_value, OperatorConfig};
+use common::operator::{explain_deployment_json, metric_value, Operator, OperatorConfig};
 use common::workloads::{
     config_map, container, create, deployment, envroll_events, set_config_map_data,
     template_config_hash, wait_adopted, wait_deployment_settled, wait_for_event, web_manifest,
@@ -41,6 +41,30 @@ async fn deploy_web(case: &Case, annotations: &[(&str, &str)]) -> Result<()> {
     Ok(())
 }
 
+/// Waits for an Event with this reason on the Deployment whose note contains every part of
+/// `note`, then checks that the operator counted exactly one in `metric`.
+async fn expect_event_counted(
+    case: &Case,
+    operator: &Operator,
+    deployment: &str,
+    (reason, note): (&str, &[&str]),
+    metric: &str,
+) -> Result<()> {
+    wait_for_event(
+        &case.client,
+        case.ns(),
+        DEPLOYMENT,
+        deployment,
+        reason,
+        note,
+    )
+    .await?;
+    let metrics = operator.metrics().await?;
+    let counted = metric_value(&metrics, metric, &[("kind", "Deployment")]);
+    ensure!(counted == 1.0, "{metric} is {counted}, expected 1");
+    Ok(())
+}
+
 /// A change rolls out, and once the new pods are available envroll says so, with the time the
 /// rollout took, and counts it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,26 +77,18 @@ async fn a_finished_rollout_is_reported_succeeded() -> Result<()> {
     set_config_map_data(&case.config_maps(), "web-env", &[("LEVEL", "debug")]).await?;
     case.rollout_event("web", &["ConfigMap web-env changed"])
         .await?;
-    wait_for_event(
-        &case.client,
-        case.ns(),
-        DEPLOYMENT,
+    let succeeded: &[&str] = &[
+        "rollout for ConfigMap/web-env finished in",
+        "the new pods are available",
+    ];
+    expect_event_counted(
+        &case,
+        &operator,
         "web",
-        "RolloutSucceeded",
-        &[
-            "rollout for ConfigMap/web-env finished in",
-            "the new pods are available",
-        ],
-    )
-    .await?;
-    let metrics = operator.metrics().await?;
-    let finished = metric_value(
-        &metrics,
+        ("RolloutSucceeded", succeeded),
         "envroll_rollout_duration_seconds_count",
-        &[("kind", "Deployment")],
-    );
-    ensure!(finished == 1.0, "{finished} rollouts timed, expected 1");
-    Ok(())
+    )
+    .await
 }
 
 /// A rollout whose pods can never be scheduled passes its progress deadline: envroll reports
@@ -105,29 +121,18 @@ async fn a_rollout_past_its_progress_deadline_is_reported_stalled() -> Result<()
     set_config_map_data(&case.config_maps(), "stuck-env", &[("LEVEL", "debug")]).await?;
     case.rollout_event("stuck", &["ConfigMap stuck-env changed"])
         .await?;
-    wait_for_event(
-        &case.client,
-        case.ns(),
-        DEPLOYMENT,
+    let stalled: &[&str] = &[
+        "rollout for ConfigMap/stuck-env stalled",
+        "has timed out progressing",
+    ];
+    expect_event_counted(
+        &case,
+        &operator,
         "stuck",
-        "RolloutStalled",
-        &[
-            "rollout for ConfigMap/stuck-env stalled",
-            "has timed out progressing",
-        ],
-    )
-    .await?;
-    let metrics = operator.metrics().await?;
-    let stalled = metric_value(
-        &metrics,
+        ("RolloutStalled", stalled),
         "envroll_rollouts_stalled_total",
-        &[("kind", "Deployment")],
-    );
-    ensure!(
-        stalled == 1.0,
-        "{stalled} stalled rollouts counted, expected 1"
-    );
-    Ok(())
+    )
+    .await
 }
 
 /// With a budget of one rollout an hour, the second change waits: a `RolloutThrottled`
@@ -143,30 +148,19 @@ async fn over_its_budget_a_change_waits_with_a_warning() -> Result<()> {
     set_config_map_data(&case.config_maps(), "web-env", &[("LEVEL", "debug")]).await?;
     case.expect_one_rollout("web", 1).await?;
     set_config_map_data(&case.config_maps(), "web-env", &[("LEVEL", "trace")]).await?;
-    wait_for_event(
-        &case.client,
-        case.ns(),
-        DEPLOYMENT,
+    let throttled: &[&str] = &["the change waits until the budget allows"];
+    expect_event_counted(
+        &case,
+        &operator,
         "web",
-        "RolloutThrottled",
-        &["the change waits until the budget allows"],
+        ("RolloutThrottled", throttled),
+        "envroll_rollouts_throttled_total",
     )
     .await?;
     case.expect_no_rollout("web", 2).await?;
-    let metrics = operator.metrics().await?;
-    let throttled = metric_value(
-        &metrics,
-        "envroll_rollouts_throttled_total",
-        &[("kind", "Deployment")],
-    );
+    let explained = explain_deployment_json(case.ns(), "web", None)?;
     ensure!(
-        throttled == 1.0,
-        "{throttled} throttled changes counted, expected 1"
-    );
-    let explained = common::operator::explain("deploy/web", case.ns(), "json", None)?;
-    ensure!(
-        explained.contains("\"rolloutPending\": true")
-            || explained.contains("\"rolloutPending\":true"),
+        explained["rolloutPending"] == json!(true),
         "explain does not show the waiting change as pending: {explained}"
     );
     Ok(())

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
@@ -17,7 +16,7 @@ use serde_json::{json, Value};
 
 use common::case::{Case, DEPLOYMENT};
 use common::kubectl::{apply, kubectl, lease_namespace, service_account_kubeconfig_file};
-use common::operator::{explain, metric_value, OperatorConfig};
+use common::operator::{explain, explain_deployment_json, metric_value, OperatorConfig};
 use common::workloads::{
     assert_replicasets_stay, config_map, container, create, deployment, envroll_events, secret,
     set_config_map_data, set_secret_data, template_config_hash, wait_deployment_settled,
@@ -37,13 +36,6 @@ async fn deploy_web(case: &Case) -> Result<()> {
     apply(case.ns(), &web_manifest("info", IMAGE))?;
     wait_deployment_settled(&case.client, case.ns(), "web", true).await?;
     Ok(())
-}
-
-/// The entry of `envroll explain deploy/NAME -o json` for the one workload.
-fn explain_json(namespace: &str, name: &str, kubeconfig: Option<&Path>) -> Result<Value> {
-    let out = explain(&format!("deploy/{name}"), namespace, "json", kubeconfig)?;
-    let report: Value = serde_json::from_str(&out).context("explain -o json is not JSON")?;
-    Ok(report["workloads"][0].clone())
 }
 
 /// The newest ReplicaSet of `web`: its image and envroll's config hash.
@@ -90,7 +82,7 @@ async fn a_config_change_just_after_a_template_change_rolls_out() -> Result<()> 
     wait_for_rollout(&case.client, case.ns(), "web", REACTION_TIMEOUT).await?;
     assert_replicasets_stay(&case.client, case.ns(), "web", 3, SETTLE_WINDOW).await?;
     let (image, hash) = newest_template(&case).await?;
-    let now = explain_json(case.ns(), "web", None)?;
+    let now = explain_deployment_json(case.ns(), "web", None)?;
     ensure!(
         image.as_deref() == Some(NEW_IMAGE),
         "the newest ReplicaSet runs {image:?}"
@@ -172,7 +164,7 @@ async fn a_flapping_source_rolls_out_at_least_once_per_max_wait() -> Result<()> 
         Duration::from_millis(500),
         "the last value to be rolled out",
         || async {
-            let now = explain_json(case.ns(), "web", None)?;
+            let now = explain_deployment_json(case.ns(), "web", None)?;
             Ok((now["templateHash"] == now["configHash"]).then_some(now))
         },
     )
@@ -648,7 +640,7 @@ subjects: [{{kind: ServiceAccount, name: viewer, namespace: {ns}}}]
         table.contains("unknown: could not read") && !table.contains("rollout pending"),
         "explain, without access to the Secret, says:\n{table}"
     );
-    let json = explain_json(case.ns(), "web", Some(&kubeconfig))?;
+    let json = explain_deployment_json(case.ns(), "web", Some(&kubeconfig))?;
     let status = json["status"].as_str().unwrap_or_default();
     ensure!(
         status.contains("unknown: could not read") && json["rolloutPending"] == json!(false),

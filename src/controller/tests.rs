@@ -401,8 +401,8 @@ async fn a_change_a_lagging_watch_reports_after_envrolls_rollout_is_not_rolled_o
         .contains("reason=\"rolled_out_after_config\"} 1"));
 }
 
-#[tokio::test]
-async fn changes_during_envrolls_rollout_wait_for_it_and_then_roll_out_once() {
+/// `web` adopted, then `env` changed at 30 and envroll rolled out: its patch made generation 2.
+async fn rolling_out_generation_2() -> (Recorder, Arc<Context>) {
     let api = Recorder::default();
     let context = api.context();
     store_config_map(&context, "env", "10", "1");
@@ -411,12 +411,17 @@ async fn changes_during_envrolls_rollout_wait_for_it_and_then_roll_out_once() {
     reconcile::reconcile(web("20", None), context.clone())
         .await
         .expect("adopted");
-
     store_config_map(&context, "env", "30", "2");
     api.will_patch_to("40", 2);
     reconcile::reconcile(web("21", Some(&api.last_applied())), context.clone())
         .await
         .expect("rolled out");
+    (api, context)
+}
+
+#[tokio::test]
+async fn changes_during_envrolls_rollout_wait_for_it_and_then_roll_out_once() {
+    let (api, context) = rolling_out_generation_2().await;
     let rolled_out = api.last_applied();
     // Generation 2 is being rolled out: one new pod of three so far.
     let mut rolling = web_json("40", Some(&rolled_out));
@@ -465,19 +470,7 @@ async fn changes_during_envrolls_rollout_wait_for_it_and_then_roll_out_once() {
 
 #[tokio::test]
 async fn a_rollout_past_its_deadline_is_reported_stalled_and_frees_the_next() {
-    let api = Recorder::default();
-    let context = api.context();
-    store_config_map(&context, "env", "10", "1");
-    store_config_map(&context, "other", "11", "1");
-    api.will_patch_to("21", 1);
-    reconcile::reconcile(web("20", None), context.clone())
-        .await
-        .expect("adopted");
-    store_config_map(&context, "env", "30", "2");
-    api.will_patch_to("40", 2);
-    reconcile::reconcile(web("21", Some(&api.last_applied())), context.clone())
-        .await
-        .expect("rolled out");
+    let (api, context) = rolling_out_generation_2().await;
 
     let mut stalled = web_json("41", Some(&api.last_applied()));
     stalled["metadata"]["generation"] = 2.into();

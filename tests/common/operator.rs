@@ -163,6 +163,18 @@ pub fn explain(
     Ok(stdout)
 }
 
+/// The entry of `envroll explain deploy/NAME -o json` for that one workload.
+pub fn explain_deployment_json(
+    namespace: &str,
+    name: &str,
+    kubeconfig: Option<&Path>,
+) -> Result<serde_json::Value> {
+    let out = explain(&format!("deploy/{name}"), namespace, "json", kubeconfig)?;
+    let report: serde_json::Value =
+        serde_json::from_str(&out).context("explain -o json is not JSON")?;
+    Ok(report["workloads"][0].clone())
+}
+
 /// A running `envroll run` process.
 pub struct Operator {
     label: String,
