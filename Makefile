@@ -22,12 +22,13 @@ unit:
 	$(CARGO) test --locked --lib --bins --test cli_explain --test cli_impact --test fuzz_regressions --test notify_receiver
 
 # Everything CI runs: formatting, lints, deployment lints (Helm chart, manifests, Dockerfile), unit
-# and property tests, the end-to-end suite on a local control plane, and a short fault-injection
+# and property tests, the end-to-end suite on a local control plane, the decision matrix observed
+# on a real kubelet node (e2e/real-node, needs root), and a short fault-injection
 # run against the debug binary the end-to-end suite built. Its classes are those without a known
 # open finding (docs/reliability.md); `make chaos` runs the whole short profile.
 CI_CHAOS_CLASSES := http-errors,watch-cuts,operator-kill,leader-failover
 
-test: lint lint-deploy unit e2e
+test: lint lint-deploy unit e2e e2e-kubelet
 	$(MAKE) chaos ENVROLL_BIN=$(CURDIR)/target/debug/envroll CHAOS_CLASSES=$(CI_CHAOS_CLASSES)
 
 explain-examples:

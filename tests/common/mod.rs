@@ -38,6 +38,7 @@ use serde::de::DeserializeOwned;
 pub mod case;
 pub mod kubectl;
 pub mod operator;
+pub mod real_node;
 pub mod workloads;
 
 /// Annotation the kwok controller looks for on the nodes it manages.
