@@ -9,7 +9,8 @@
 #                        tests' exit code is make's exit code). The targets that
 #                        need the real node ($(E2E_REAL_NODE_TESTS)) are left out.
 #   make e2e-kubelet     fresh cluster with a real kubelet node (e2e/real-node)
-#                        -> the kubelet facts suite -> delete cluster and node.
+#                        -> the kubelet facts suite and envroll on the real node
+#                        (tests/e2e_kubelet_envroll.rs) -> delete cluster and node.
 #                        Needs root; exits 3 where this machine cannot run a node.
 #
 # The end-to-end tests are #[ignore]d, so that a plain `cargo test` never
@@ -27,11 +28,12 @@ CARGO ?= cargo
 E2E_TESTS ?=
 E2E_CARGO_FLAGS ?= --locked
 E2E_TEST_ARGS ?=
-# The facts suite's tests mostly wait for the kubelet: all of them at once. --nocapture shows
-# each row's observed values (the `fact |` lines).
+# The real node's tests mostly wait for the kubelet: all of them at once. --nocapture shows
+# the observed values (the `fact |` and `envroll |` lines).
 E2E_KUBELET_TEST_ARGS ?= --test-threads=16 --nocapture
 # Test targets that fail by design without the real node.
-E2E_REAL_NODE_TESTS := e2e_kubelet_facts
+E2E_REAL_NODE_TESTS := e2e_kubelet_facts e2e_kubelet_envroll
+E2E_REAL_NODE_TARGETS = $(foreach t,$(E2E_REAL_NODE_TESTS),--test $(t))
 E2E_KWOK_TESTS = $(filter-out $(E2E_REAL_NODE_TESTS),$(patsubst tests/%.rs,%,$(wildcard tests/e2e_*.rs)))
 E2E_TEST_TARGETS = $(if $(E2E_TESTS),--test '$(E2E_TESTS)',$(foreach t,$(E2E_KWOK_TESTS),--test $(t)))
 
@@ -60,11 +62,12 @@ e2e:
 	$(E2E_DIR)/cluster run sh -c "$(CARGO) test $(E2E_CARGO_FLAGS) $(E2E_TEST_TARGETS) -- --include-ignored $(E2E_TEST_ARGS) && \
 	  ENVROLL_E2E_IDENTITY=cluster-wide $(CARGO) test $(E2E_CARGO_FLAGS) --test e2e_operator -- --include-ignored $(E2E_TEST_ARGS)"
 
-# The decision matrix observed on a real kubelet: the machine check first (exit 3 and the reason
-# where it cannot run a node), then the builds, then a throw-away cluster with the real node.
+# The decision matrix observed on a real kubelet, without and with envroll: the machine check
+# first (exit 3 and the reason where it cannot run a node), then the builds, then a throw-away
+# cluster with the real node.
 e2e-kubelet:
 	$(E2E_DIR)/real-node check
 	$(E2E_DIR)/components build
 	$(E2E_DIR)/components kubelet
-	$(CARGO) test $(E2E_CARGO_FLAGS) --test e2e_kubelet_facts --no-run
-	$(E2E_DIR)/cluster run --real-node $(CARGO) test $(E2E_CARGO_FLAGS) --test e2e_kubelet_facts -- --include-ignored $(E2E_KUBELET_TEST_ARGS)
+	$(CARGO) test $(E2E_CARGO_FLAGS) $(E2E_REAL_NODE_TARGETS) --no-run
+	$(E2E_DIR)/cluster run --real-node $(CARGO) test $(E2E_CARGO_FLAGS) $(E2E_REAL_NODE_TARGETS) -- --include-ignored $(E2E_KUBELET_TEST_ARGS)

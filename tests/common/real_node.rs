@@ -12,12 +12,14 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{json, Value};
 
 use super::kubectl::kubectl_binary;
+use super::workloads::deployment;
 use super::TestNamespace;
 
 /// Label (and taint key) of the real node.
@@ -84,11 +86,11 @@ impl RealNode {
     }
 }
 
-/// A pod for the real node: `spec` with a node selector and toleration for it, no
+/// A pod spec for the real node: `spec` with a node selector and toleration for it, no
 /// ServiceAccount token or Service links, a one-second grace period, and in every container and
 /// init container that does not say otherwise: [`BUSYBOX`] (never pulled) running
 /// `sleep 2147483647` as PID 1.
-pub fn real_pod(name: &str, mut spec: Value) -> Pod {
+pub fn real_pod_spec(mut spec: Value) -> Value {
     for list in ["containers", "initContainers"] {
         if let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) {
             for c in containers {
@@ -110,13 +112,24 @@ pub fn real_pod(name: &str, mut spec: Value) -> Pod {
     for (k, v) in fixed.as_object().expect("object") {
         spec_map.insert(k.clone(), v.clone());
     }
+    spec
+}
+
+/// A pod for the real node, with the spec of [`real_pod_spec`].
+pub fn real_pod(name: &str, spec: Value) -> Pod {
     serde_json::from_value(json!({
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": { "name": name, "labels": { "app": name } },
-        "spec": spec,
+        "spec": real_pod_spec(spec),
     }))
     .expect("a valid pod")
+}
+
+/// A Deployment of one replica whose pods run on the real node (the pod spec of
+/// [`real_pod_spec`]), with the given workload annotations.
+pub fn real_deployment(name: &str, annotations: &[(&str, &str)], spec: Value) -> Deployment {
+    deployment(name, annotations, real_pod_spec(spec))
 }
 
 /// A pod running on the real node, in a test namespace.
@@ -153,13 +166,44 @@ impl RunningPod {
         api.create(&PostParams::default(), &pod)
             .await
             .with_context(|| format!("creating pod {name}"))?;
+        Self::attach(node, ns, &name).await
+    }
+
+    /// A pod that exists in `ns`, once it runs on `node` with every container ready.
+    pub async fn attach(node: &RealNode, ns: &TestNamespace, name: &str) -> Result<Self> {
         let running = Self {
             namespace: ns.name().to_string(),
-            name,
-            api,
+            name: name.to_string(),
+            api: ns.api(),
         };
         running.wait_running(node).await?;
         Ok(running)
+    }
+
+    /// The one pod of the Deployment `name` once its rollout is complete and no other pod of it
+    /// is left (a replaced pod is gone, not only terminating): it runs on `node`, every container
+    /// ready.
+    pub async fn of_deployment(node: &RealNode, ns: &TestNamespace, name: &str) -> Result<Self> {
+        let deployment = super::wait_for_rollout(&node.client, ns.name(), name, START_TIMEOUT)
+            .await
+            .with_context(|| format!("deployment {name} on the real node"))?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let pods = super::deployment_pods(&node.client, ns.name(), &deployment).await?;
+            if let [pod] = pods.as_slice() {
+                if pod.metadata.deletion_timestamp.is_none() {
+                    return Self::attach(node, ns, &pod.name_any()).await;
+                }
+            }
+            if Instant::now() >= deadline {
+                let names: Vec<String> = pods.iter().map(ResourceExt::name_any).collect();
+                bail!(
+                    "deployment {name} still has pods {names:?} {START_TIMEOUT:?} after its \
+                     rollout completed; expected one"
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     async fn wait_running(&self, node: &RealNode) -> Result<()> {
