@@ -10,6 +10,9 @@ use std::fmt;
 use k8s_openapi::api::core::v1::{Container, KeyToPath, PodTemplateSpec, Volume, VolumeMount};
 use serde::{Deserialize, Serialize};
 
+use crate::policy::reloader::{
+    self, parse_reloader_policy, parse_source_annotations, KindKeys, KindRules, ReloaderPolicy,
+};
 use crate::policy::{self, parse_workload_policy, Policy, VolumesMode};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -38,6 +41,29 @@ impl SourceKind {
         match self {
             SourceKind::ConfigMap => &policy.configmaps,
             SourceKind::Secret => &policy.secrets,
+        }
+    }
+
+    /// Reloader's annotation keys for this kind of source.
+    pub fn reloader_keys(self) -> KindKeys {
+        match self {
+            SourceKind::ConfigMap => reloader::CONFIGMAP_KEYS,
+            SourceKind::Secret => reloader::SECRET_KEYS,
+        }
+    }
+
+    /// Reloader's rules for this kind of source.
+    pub fn reloader_rules(self, policy: &ReloaderPolicy) -> &KindRules {
+        match self {
+            SourceKind::ConfigMap => &policy.configmaps,
+            SourceKind::Secret => &policy.secrets,
+        }
+    }
+
+    fn other(self) -> SourceKind {
+        match self {
+            SourceKind::ConfigMap => SourceKind::Secret,
+            SourceKind::Secret => SourceKind::ConfigMap,
         }
     }
 }
@@ -82,11 +108,16 @@ impl fmt::Display for WorkloadKind {
 pub struct SourceMeta {
     pub ignore: bool,
     pub immutable: bool,
+    /// `reloader.stakater.com/ignore: "true"`; counts only with `--reloader-annotations`.
+    pub reloader_ignore: bool,
+    /// `reloader.stakater.com/match: "true"`; counts only with `--reloader-annotations`.
+    pub reloader_match: bool,
 }
 
 impl SourceMeta {
     /// Reads an object's metadata. A malformed `envroll.dev/ignore` is returned next to a meta
-    /// that does not ignore the object, so a typo never hides a change.
+    /// that does not ignore the object, so a typo never hides a change. Reloader's annotations
+    /// are read as Reloader reads them (exactly `"true"`), whether or not they will count.
     pub fn from_object(
         annotations: &BTreeMap<String, String>,
         immutable: Option<bool>,
@@ -95,12 +126,23 @@ impl SourceMeta {
             Ok(ignore) => (ignore, None),
             Err(problem) => (false, Some(problem)),
         };
+        let reloader = parse_source_annotations(annotations);
         let meta = SourceMeta {
             ignore,
             immutable: immutable.unwrap_or(false),
+            reloader_ignore: reloader.ignore,
+            reloader_match: reloader.search_match,
         };
         (meta, problem)
     }
+}
+
+/// Annotation vocabularies other tools defined that the analysis honours besides its own
+/// `envroll.dev/*`. The default honours none, which is envroll's own behaviour.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AnnotationDialects {
+    /// Stakater Reloader's annotations (`--reloader-annotations`): see `policy::reloader`.
+    pub reloader: bool,
 }
 
 /// How a container consumes a source.
@@ -219,8 +261,8 @@ pub struct SourceAnalysis {
     pub rollout: bool,
     pub reason: String,
     pub consumers: Vec<Consumer>,
-    /// Named in `envroll.dev/configmaps` / `envroll.dev/secrets` rather than decided by how it is
-    /// consumed.
+    /// Named in `envroll.dev/configmaps` / `envroll.dev/secrets` (or matched by a Reloader reload
+    /// list) rather than decided by how it is consumed.
     #[serde(skip)]
     pub listed: bool,
 }
@@ -255,14 +297,46 @@ pub struct WorkloadInput<'a> {
     pub template: &'a PodTemplateSpec,
 }
 
-/// Analyses one workload. `known` answers for objects that exist; `None` means missing or not
-/// (yet) seen, which the analysis treats as neither ignored nor immutable.
+impl WorkloadInput<'_> {
+    /// The pod template's own annotations (Reloader reads its annotations there too).
+    pub fn template_annotations(&self) -> &BTreeMap<String, String> {
+        static NONE: BTreeMap<String, String> = BTreeMap::new();
+        self.template
+            .metadata
+            .as_ref()
+            .and_then(|metadata| metadata.annotations.as_ref())
+            .unwrap_or(&NONE)
+    }
+}
+
+/// Analyses one workload under envroll's own annotations. `known` answers for objects that
+/// exist; `None` means missing or not (yet) seen, which the analysis treats as neither ignored nor
+/// immutable.
 pub fn analyse(
     workload: WorkloadInput<'_>,
     known: impl Fn(SourceKind, &str) -> Option<SourceMeta>,
 ) -> WorkloadAnalysis {
+    analyse_with(workload, AnnotationDialects::default(), known)
+}
+
+/// Analyses one workload, honouring `dialects` besides envroll's own annotations.
+pub fn analyse_with(
+    workload: WorkloadInput<'_>,
+    dialects: AnnotationDialects,
+    known: impl Fn(SourceKind, &str) -> Option<SourceMeta>,
+) -> WorkloadAnalysis {
     let parsed = parse_workload_policy(workload.annotations);
     let policy = parsed.policy;
+    let mut warnings: Vec<String> = parsed.errors.iter().map(ToString::to_string).collect();
+    let reloader = dialects.reloader.then(|| {
+        let parsed = parse_reloader_policy(workload.annotations, workload.template_annotations());
+        warnings.extend(parsed.errors.iter().map(ToString::to_string));
+        parsed.policy
+    });
+    let rules = Rules {
+        policy: &policy,
+        reloader: reloader.as_ref(),
+    };
     let mut consumers_by_source: BTreeMap<(SourceKind, String), Vec<Consumer>> = BTreeMap::new();
     for (kind, name, consumer) in template_consumers(workload.template) {
         consumers_by_source
@@ -274,32 +348,144 @@ pub fn analyse(
         for name in kind.named_in(&policy) {
             consumers_by_source.entry((kind, name.clone())).or_default();
         }
+        // A reload list entry that is a plain name counts even when the template does not
+        // reference it, as a name in `envroll.dev/configmaps` does. A pattern can only be matched
+        // against names the analysis sees: those the template references.
+        let Some(kind_rules) = rules.reloader.map(|r| kind.reloader_rules(r)) else {
+            continue;
+        };
+        for name in kind_rules.reload.iter().filter_map(|p| p.literal_name()) {
+            if !kind_rules.excluded(name) {
+                consumers_by_source
+                    .entry((kind, name.to_string()))
+                    .or_default();
+            }
+        }
     }
     let sources = consumers_by_source
         .into_iter()
         .map(|((kind, name), consumers)| {
             let meta = known(kind, &name).unwrap_or_default();
-            decide(kind, name, consumers, &policy, meta)
+            decide(kind, name, consumers, rules, meta)
         })
         .collect();
     WorkloadAnalysis {
         kind: workload.kind,
         namespace: workload.namespace.to_string(),
         name: workload.name.to_string(),
-        managed: policy.is_managed(),
+        managed: rules.is_managed(),
         sources,
         max_rollouts_per_hour: policy.max_rollouts_per_hour,
-        warnings: parsed.errors.iter().map(ToString::to_string).collect(),
+        warnings,
     }
+}
+
+/// The workload's annotations that decide: envroll's own, and Reloader's when honoured.
+#[derive(Clone, Copy)]
+struct Rules<'a> {
+    policy: &'a Policy,
+    reloader: Option<&'a ReloaderPolicy>,
+}
+
+impl Rules<'_> {
+    fn is_managed(&self) -> bool {
+        self.policy.is_managed() || self.reloader.is_some_and(ReloaderPolicy::is_managed)
+    }
+
+    fn reloader_managed(&self) -> bool {
+        self.reloader.is_some_and(ReloaderPolicy::is_managed)
+    }
+
+    fn not_managed_reason(&self) -> String {
+        if self.reloader.is_some() {
+            format!(
+                "workload is not managed: set {}: \"true\" or {}: \"true\" (or a typed one), or list sources in {} / {} or {} / {}",
+                policy::AUTO,
+                reloader::AUTO,
+                policy::CONFIGMAPS,
+                policy::SECRETS,
+                reloader::CONFIGMAP_RELOAD,
+                reloader::SECRET_RELOAD,
+            )
+        } else {
+            format!(
+                "workload is not managed: set {}: \"true\" or list sources in {} / {}",
+                policy::AUTO,
+                policy::CONFIGMAPS,
+                policy::SECRETS
+            )
+        }
+    }
+}
+
+/// The Reloader annotation that makes a referenced source count (`auto` wins over `search`), as
+/// it reads in a reason.
+fn reloader_basis(rules: &KindRules, kind: SourceKind, meta: SourceMeta) -> Option<String> {
+    if let Some(auto) = &rules.auto {
+        return Some(format!("{}{auto}", reloader::AUTO));
+    }
+    if let Some(typed) = &rules.typed_auto {
+        return Some(format!("{}{typed}", kind.reloader_keys().typed_auto));
+    }
+    (rules.search && meta.reloader_match).then(|| {
+        format!(
+            "{}: \"true\"{} and the {kind}'s {}: \"true\"",
+            reloader::SEARCH,
+            rules.place.suffix(),
+            reloader::MATCH
+        )
+    })
+}
+
+/// Why no Reloader annotation counts a source of a workload that Reloader's annotations manage.
+fn reloader_not_counted(
+    kind: SourceKind,
+    reloader_policy: &ReloaderPolicy,
+    policy: &Policy,
+    meta: SourceMeta,
+) -> String {
+    let rules = kind.reloader_rules(reloader_policy);
+    let keys = kind.reloader_keys();
+    let other = kind.other().reloader_rules(reloader_policy);
+    let other_keys = kind.other().reloader_keys();
+    let mut why = Vec::new();
+    if !rules.reload.is_empty() {
+        why.push(format!(
+            "no entry of {}{} matches it",
+            keys.reload,
+            rules.place.suffix()
+        ));
+    }
+    if rules.search && !meta.reloader_match {
+        why.push(format!(
+            "{}: \"true\" counts only sources annotated {}: \"true\"",
+            reloader::SEARCH,
+            reloader::MATCH
+        ));
+    }
+    if other.typed_auto.is_some() {
+        why.push(format!(
+            "{} counts {}s only",
+            other_keys.typed_auto, other_keys.noun
+        ));
+    }
+    if policy.is_managed() {
+        why.push(format!("not listed in {}", kind.list_annotation()));
+    }
+    if why.is_empty() {
+        why.push(format!("no Reloader annotation counts {kind}s"));
+    }
+    format!("not counted: {}", why.join("; "))
 }
 
 fn decide(
     kind: SourceKind,
     name: String,
     mut consumers: Vec<Consumer>,
-    policy: &Policy,
+    rules: Rules<'_>,
     meta: SourceMeta,
 ) -> SourceAnalysis {
+    let policy = rules.policy;
     consumers.sort_by(|a, b| a.rank().cmp(&b.rank()).then(a.container.cmp(&b.container)));
     // A source nobody references cannot make new pods fail, so its absence is just a state.
     let optional = consumers.iter().all(|c| c.optional);
@@ -315,8 +501,17 @@ fn decide(
         .iter()
         .filter_map(|c| c.frozen_reason(kind, meta).map(|reason| (c, reason)))
         .collect();
+    let frozen_keys = || {
+        frozen
+            .iter()
+            .map(|(c, _)| c.keys.clone())
+            .reduce(|a, b| union_keys(&a, &b))
+            .unwrap_or(None)
+    };
     let list_annotation = kind.list_annotation();
-    let listed = kind.named_in(policy).contains(&name);
+    let mut listed = kind.named_in(policy).contains(&name);
+    let kind_rules = rules.reloader.map(|r| kind.reloader_rules(r));
+    let reloader_keys = kind.reloader_keys();
 
     let (rollout, keys, reason) = if meta.ignore {
         (
@@ -324,17 +519,14 @@ fn decide(
             all_keys,
             format!("the {kind} is annotated {}: \"true\"", policy::IGNORE),
         )
-    } else if !policy.is_managed() {
+    } else if rules.reloader.is_some() && meta.reloader_ignore {
         (
             false,
             all_keys,
-            format!(
-                "workload is not managed: set {}: \"true\" or list sources in {} / {}",
-                policy::AUTO,
-                policy::CONFIGMAPS,
-                policy::SECRETS
-            ),
+            format!("the {kind} is annotated {}: \"true\"", reloader::IGNORE),
         )
+    } else if !rules.is_managed() {
+        (false, all_keys, rules.not_managed_reason())
     } else if listed {
         let how = first_consumer.unwrap_or_else(|| "not referenced by the pod template".into());
         (
@@ -342,31 +534,75 @@ fn decide(
             all_keys,
             format!("listed in {list_annotation}: rolls out on every change ({how})"),
         )
-    } else if !policy.auto {
+    } else if kind_rules.is_some_and(|r| r.excluded(&name)) {
         (
             false,
             all_keys,
+            format!("excluded by {} on the workload", reloader_keys.exclude),
+        )
+    } else if let Some((kind_rules, pattern)) =
+        kind_rules.and_then(|r| r.listed(&name).map(|pattern| (r, pattern)))
+    {
+        listed = true;
+        let how = first_consumer.unwrap_or_else(|| "not referenced by the pod template".into());
+        (
+            true,
+            all_keys,
             format!(
+                "matches {:?} in {}{}: rolls out on every change ({how})",
+                pattern.entry,
+                reloader_keys.reload,
+                kind_rules.place.suffix()
+            ),
+        )
+    } else if let Some(basis) = kind_rules.and_then(|r| reloader_basis(r, kind, meta)) {
+        // Reloader users' apps never had to reload mounted files: a volume mount rolls out as it
+        // did under Reloader, unless the workload says the app reloads them. Frozen consumption
+        // and the precision of keys are envroll's as always.
+        if let Some((_, reason)) = frozen.first() {
+            (true, frozen_keys(), format!("{reason} ({basis})"))
+        } else {
+            let how = first_consumer.unwrap_or_default();
+            match policy.volumes {
+                Some(mode) if !mode.rolls_out() => (
+                    false,
+                    all_keys,
+                    format!(
+                        "{how}: kubelet refreshes the files in place ({}: {:?} overrides {basis})",
+                        policy::VOLUMES,
+                        mode.as_str()
+                    ),
+                ),
+                _ => (
+                    true,
+                    all_keys,
+                    format!(
+                        "{how}: rolls out on every change, as under Reloader ({basis}; set {}: \"in-place\" if the app reloads the files)",
+                        policy::VOLUMES
+                    ),
+                ),
+            }
+        }
+    } else if !policy.auto {
+        let reason = match rules.reloader.filter(|_| rules.reloader_managed()) {
+            Some(reloader_policy) => reloader_not_counted(kind, reloader_policy, policy, meta),
+            None => format!(
                 "not listed in {list_annotation}, and {} is not set",
                 policy::AUTO
             ),
-        )
+        };
+        (false, all_keys, reason)
     } else if let Some((_, reason)) = frozen.first() {
-        let keys = frozen
-            .iter()
-            .map(|(c, _)| c.keys.clone())
-            .reduce(|a, b| union_keys(&a, &b))
-            .unwrap_or(None);
-        (true, keys, reason.clone())
+        (true, frozen_keys(), reason.clone())
     } else {
         let how = first_consumer.unwrap_or_default();
-        match policy.volumes {
+        match policy.volumes.unwrap_or(VolumesMode::Reload) {
             VolumesMode::Rollout => (
                 true,
                 all_keys,
                 format!("{how}: {}: \"rollout\" says the app cannot reload", policy::VOLUMES),
             ),
-            VolumesMode::Reload => (
+            VolumesMode::Reload | VolumesMode::InPlace => (
                 false,
                 all_keys,
                 format!(
@@ -592,5 +828,7 @@ fn keys_visible_through_mount(items: Option<&[KeyToPath]>, sub_path: Option<&str
     }
 }
 
+#[cfg(test)]
+mod reloader_tests;
 #[cfg(test)]
 mod tests;

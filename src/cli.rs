@@ -3,8 +3,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
+use crate::analysis::AnnotationDialects;
 use crate::controller::Scope;
 use crate::debounce::Debounce;
 use crate::explain::OutputFormat;
@@ -27,23 +28,34 @@ pub enum Command {
     /// Show which ConfigMaps and Secrets a workload consumes, and which changes roll it out:
     /// from manifest files (-f) or from the cluster (KIND/NAME).
     Explain(ExplainArgs),
-    /// Compare two versions of manifests (for example `kustomize build` of a base branch and of a
-    /// change): which workloads envroll would roll out because of a ConfigMap or Secret change,
-    /// which see it in place, which are untouched.
+    /// What a ConfigMap or Secret change does before you make it: which workloads envroll would
+    /// roll out because of it (and which keys), which see it in place, which are untouched.
+    /// Against the cluster (-f FILE, or configmap/NAME --from-literal KEY=VALUE), or offline
+    /// between two versions of manifests (--from OLD --to NEW, for example `kustomize build` of a
+    /// base branch and of a change).
     #[command(
         after_help = "Exit codes: 0 nothing would roll out because of a config change; \
-        2 at least one workload would; 1 an error (unreadable or malformed input, bad arguments)."
+        2 at least one workload would; 1 an error (unreadable or malformed input, bad arguments, \
+        a cluster that cannot be read)."
     )]
     Impact(ImpactArgs),
+    /// Every managed workload in scope: its sources, the config hash its pods run, whether a
+    /// rollout is pending or in progress, and the last outcome envroll reported.
+    #[command(
+        after_help = "Exit codes: 0 every workload in scope was read; 1 an error, or some \
+        workloads could not be read (they are listed as unknown, with the reason)."
+    )]
+    Status(StatusArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
-    /// A workload in the cluster: deployment/NAME, statefulset/NAME or daemonset/NAME.
+    /// A workload in the cluster: deployment/NAME, statefulset/NAME or daemonset/NAME. With
+    /// --reloader-annotations it may be left out: every workload of the namespace is compared.
     #[arg(
         value_name = "KIND/NAME",
         conflicts_with = "files",
-        required_unless_present = "files"
+        required_unless_present_any = ["files", "reloader_annotations"]
     )]
     pub target: Option<String>,
 
@@ -58,24 +70,66 @@ pub struct ExplainArgs {
     #[arg(short = 'f', long = "filename", value_name = "FILE")]
     pub files: Vec<String>,
 
+    /// Honour Stakater Reloader's annotations as `run --reloader-annotations` does, and compare
+    /// each workload's decisions with what Reloader would do (a migration report).
+    #[arg(long, env = "ENVROLL_RELOADER_ANNOTATIONS")]
+    pub reloader_annotations: bool,
+
+    /// With --reloader-annotations and neither KIND/NAME nor -f: compare the workloads of every
+    /// namespace.
+    #[arg(
+        short = 'A',
+        long = "all-namespaces",
+        requires = "reloader_annotations",
+        conflicts_with_all = ["target", "files", "namespace"]
+    )]
+    pub all_namespaces: bool,
+
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("proposal").required(true).args(["from", "files", "target"])))]
 pub struct ImpactArgs {
-    /// The manifests before the change: a file, a directory (its .yaml, .yml and .json files), or
-    /// `-` for stdin.
-    #[arg(long, value_name = "OLD")]
-    pub from: String,
+    /// Offline: the manifests before the change: a file, a directory (its .yaml, .yml and .json
+    /// files), or `-` for stdin.
+    #[arg(long, value_name = "OLD", requires = "to")]
+    pub from: Option<String>,
 
-    /// The manifests after the change, read the same way. Its objects are taken to be applied in
-    /// the order written, as `kubectl apply -f` does.
-    #[arg(long, value_name = "NEW")]
-    pub to: String,
+    /// Offline: the manifests after the change, read the same way. Its objects are taken to be
+    /// applied in the order written, as `kubectl apply -f` does.
+    #[arg(long, value_name = "NEW", requires = "from")]
+    pub to: Option<String>,
 
-    /// The namespace of objects that do not set one, as `kubectl apply -n` (default: default).
+    /// Against the cluster: ConfigMaps and Secrets as you would apply them (files, directories,
+    /// or `-` for stdin), compared with the live ones.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub files: Vec<String>,
+
+    /// Against the cluster: configmap/NAME or secret/NAME, edited with --from-literal and
+    /// --from-file.
+    #[arg(value_name = "KIND/NAME")]
+    pub target: Option<String>,
+
+    /// With KIND/NAME: set KEY to VALUE (repeatable). The value may be a secret: prefer
+    /// --from-file for Secrets, a command line is visible to other users of the machine.
+    #[arg(long = "from-literal", value_name = "KEY=VALUE", conflicts_with_all = ["files", "from"])]
+    pub literals: Vec<String>,
+
+    /// With KIND/NAME: set KEY (default: the file's name) to the file's content (repeatable).
+    #[arg(long = "from-file", value_name = "[KEY=]PATH", conflicts_with_all = ["files", "from"])]
+    pub from_files: Vec<String>,
+
+    /// With KIND/NAME: the keys given are the whole data (other keys are removed), as with
+    /// `kubectl create configmap ... | kubectl replace -f -`; by default they are set on the
+    /// live data and the other keys kept.
+    #[arg(long, conflicts_with_all = ["files", "from"])]
+    pub replace: bool,
+
+    /// The namespace of objects that do not set one, as `kubectl apply -n` (offline default:
+    /// default; against the cluster: the kubeconfig context's namespace).
     #[arg(short = 'n', long = "namespace")]
     pub namespace: Option<String>,
 
@@ -87,11 +141,39 @@ pub struct ImpactArgs {
 impl ImpactArgs {
     /// Standard input can be read once: at most one side may be `-`.
     pub fn check(&self) -> Result<(), String> {
-        if self.from == "-" && self.to == "-" {
+        if self.from.as_deref() == Some("-") && self.to.as_deref() == Some("-") {
             return Err("--from and --to cannot both be - (stdin can be read once)".into());
+        }
+        if self.files.iter().filter(|file| *file == "-").count() > 1 {
+            return Err("-f - can be given once (stdin can be read once)".into());
         }
         Ok(())
     }
+
+    /// Whether this compares two sets of manifests (`--from`/`--to`) rather than the cluster.
+    pub fn offline(&self) -> bool {
+        self.from.is_some()
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// One workload: deployment/NAME, statefulset/NAME or daemonset/NAME (shown even when it is
+    /// not managed).
+    #[arg(value_name = "KIND/NAME")]
+    pub target: Option<String>,
+
+    /// The namespace (default: the kubeconfig context's namespace).
+    #[arg(short = 'n', long = "namespace")]
+    pub namespace: Option<String>,
+
+    /// Every namespace.
+    #[arg(short = 'A', long = "all-namespaces", conflicts_with_all = ["namespace", "target"])]
+    pub all_namespaces: bool,
+
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: OutputFormat,
 }
 
 /// `envroll impact` exits with this when an error stopped it (unreadable or malformed input, bad
@@ -134,6 +216,12 @@ pub struct RunArgs {
     /// Decide and report (Events, logs, metrics) but never patch a workload.
     #[arg(long, env = "ENVROLL_DRY_RUN")]
     pub dry_run: bool,
+
+    /// Honour Stakater Reloader's annotations (reloader.stakater.com/auto, search and match,
+    /// ignore, configmap.reloader.stakater.com/reload, …) besides envroll's own, for a drop-in
+    /// switch from Reloader. `envroll explain --reloader-annotations` shows what changes.
+    #[arg(long, env = "ENVROLL_RELOADER_ANNOTATIONS")]
+    pub reloader_annotations: bool,
 
     /// Changes to a workload's sources and template within this window give one rollout; 0
     /// disables.
@@ -190,6 +278,13 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// The annotation vocabularies honoured besides envroll's own.
+    pub fn dialects(&self) -> AnnotationDialects {
+        AnnotationDialects {
+            reloader: self.reloader_annotations,
+        }
+    }
+
     pub fn debounce(&self) -> Debounce {
         match self.debounce_max_wait {
             Some(max_wait) => Debounce {
@@ -294,7 +389,11 @@ mod tests {
     #[test]
     fn impact_needs_both_sides_and_reads_stdin_at_most_once() {
         let args = impact_args(&["--from", "old.yaml", "--to", "-", "-n", "shop"]).unwrap();
-        assert_eq!((args.from.as_str(), args.to.as_str()), ("old.yaml", "-"));
+        assert_eq!(
+            (args.from.as_deref(), args.to.as_deref()),
+            (Some("old.yaml"), Some("-"))
+        );
+        assert!(args.offline());
         assert_eq!(args.namespace.as_deref(), Some("shop"));
         assert_eq!(args.output, OutputFormat::Table);
         assert!(args.check().is_ok());
@@ -303,6 +402,58 @@ mod tests {
             .check()
             .is_err());
         assert!(impact_args(&["--from", "old.yaml"]).is_err());
+        assert!(impact_args(&["--to", "new.yaml"]).is_err());
+    }
+
+    #[test]
+    fn impact_against_the_cluster_takes_files_or_an_edited_source() {
+        let args = impact_args(&["-f", "cm.yaml", "-f", "-", "-n", "shop", "-o", "json"]).unwrap();
+        assert_eq!(args.files, vec!["cm.yaml", "-"]);
+        assert!(!args.offline() && args.check().is_ok());
+        assert!(impact_args(&["-f", "-", "-f", "-"])
+            .unwrap()
+            .check()
+            .is_err());
+        let args = impact_args(&[
+            "configmap/web-env",
+            "--from-literal",
+            "LEVEL=debug",
+            "--from-file",
+            "conf=app.conf",
+            "--replace",
+        ])
+        .unwrap();
+        assert_eq!(args.target.as_deref(), Some("configmap/web-env"));
+        assert_eq!(args.literals, vec!["LEVEL=debug"]);
+        assert_eq!(args.from_files, vec!["conf=app.conf"]);
+        assert!(args.replace && !args.offline());
+        // One way of proposing a change at a time, and at least one.
+        assert!(impact_args(&[]).is_err());
+        assert!(impact_args(&["-f", "a.yaml", "configmap/x"]).is_err());
+        assert!(impact_args(&["-f", "a.yaml", "--from", "a", "--to", "b"]).is_err());
+        assert!(impact_args(&["configmap/x", "--from", "a", "--to", "b"]).is_err());
+        // Edits need a target.
+        assert!(impact_args(&["-f", "a.yaml", "--from-literal", "A=b"]).is_err());
+        assert!(impact_args(&["--from", "a", "--to", "b", "--replace"]).is_err());
+        assert!(impact_args(&["--from-literal", "A=b"]).is_err());
+    }
+
+    fn status_args(args: &[&str]) -> Result<StatusArgs, clap::Error> {
+        match Cli::try_parse_from(["envroll", "status"].iter().chain(args))?.command {
+            Command::Status(args) => Ok(args),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn status_takes_a_namespace_every_namespace_or_one_workload() {
+        let args = status_args(&[]).unwrap();
+        assert!(args.target.is_none() && args.namespace.is_none() && !args.all_namespaces);
+        assert!(status_args(&["-A", "-o", "json"]).unwrap().all_namespaces);
+        let args = status_args(&["deploy/web", "-n", "shop"]).unwrap();
+        assert_eq!(args.target.as_deref(), Some("deploy/web"));
+        assert!(status_args(&["-A", "-n", "shop"]).is_err());
+        assert!(status_args(&["-A", "deploy/web"]).is_err());
     }
 
     #[test]
@@ -318,6 +469,26 @@ mod tests {
         let explain = args(&["envroll", "explain"]);
         let error = Cli::try_parse_from(&explain).unwrap_err();
         assert_eq!(usage_error_exit_code(&error, &explain), 2);
+    }
+
+    #[test]
+    fn reloader_annotations_are_off_unless_asked_for() {
+        assert_eq!(run_args(&[]).dialects(), AnnotationDialects::default());
+        assert!(run_args(&["--reloader-annotations"]).dialects().reloader);
+        let explain =
+            |args: &[&str]| Cli::try_parse_from(["envroll", "explain"].iter().chain(args));
+        // The migration report may cover a namespace, or every namespace, instead of one workload.
+        match explain(&["--reloader-annotations", "-n", "shop"])
+            .unwrap()
+            .command
+        {
+            Command::Explain(args) => assert!(args.reloader_annotations && args.target.is_none()),
+            other => panic!("{other:?}"),
+        }
+        assert!(explain(&["--reloader-annotations", "-A"]).is_ok());
+        assert!(explain(&["-A"]).is_err(), "-A is for the migration report");
+        assert!(explain(&["--reloader-annotations", "-A", "deploy/web"]).is_err());
+        assert!(explain(&["--reloader-annotations", "-f", "x.yaml"]).is_ok());
     }
 
     #[test]

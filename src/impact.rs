@@ -46,7 +46,8 @@ pub enum Outcome {
     /// The pod template itself changes: the workload's own rollout replaces the pods, and they
     /// start with the new config.
     Template,
-    /// A required ConfigMap or Secret is deleted: new pods would fail, envroll does not roll out.
+    /// A required ConfigMap or Secret is deleted (or, compared with a cluster, missing there):
+    /// new pods would fail, envroll does not roll out.
     Blocked,
     /// Not in OLD, or no pod of it could run there (a required source was missing): its pods
     /// start with the config of NEW.
@@ -190,7 +191,7 @@ impl Summary {
         let parts: Vec<String> = [
             (self.rollout, "would roll out because of config"),
             (self.template, "would roll out for a pod template change"),
-            (self.blocked, "blocked by a deleted source"),
+            (self.blocked, "blocked by a missing source"),
             (self.new, "new"),
             (self.in_place, "would see the change in place"),
             (self.untouched, "untouched"),
@@ -228,7 +229,8 @@ static OUTSIDE: SourceDigests = SourceDigests {
 /// the revisions of those writes are what the operator orders a template edit against a config
 /// change by. Absent when only the other input holds it (the change creates or deletes it).
 /// When neither holds it, it is something outside these manifests (a Secret managed elsewhere,
-/// say) that this change does not touch: known, the same on both sides.
+/// say) that this change does not touch: known, the same on both sides; unless a side read from a
+/// cluster knows it is missing there.
 fn view<'a>(this: &'a Manifests, other: &Manifests, key: &SourceKey) -> SourceView<'a> {
     match this.source(key) {
         Some(source) => SourceView::Known {
@@ -236,7 +238,9 @@ fn view<'a>(this: &'a Manifests, other: &Manifests, key: &SourceKey) -> SourceVi
             meta: source.meta,
             revision: Some(source.position),
         },
-        None if other.source(key).is_some() => SourceView::Absent,
+        // Absent when only the other side holds it, or when this side was read from a cluster
+        // that does not have it.
+        None if other.source(key).is_some() || this.is_absent(key) => SourceView::Absent,
         None => SourceView::Known {
             digests: &OUTSIDE,
             meta: SourceMeta::default(),
@@ -592,11 +596,23 @@ impl Situation<'_> {
             return (Outcome::Rollout, reason);
         }
         if let Decision::Blocked(missing) = self.decision {
-            let mut reason = format!(
-                "{} deleted but not optional: new pods would fail to start \
-                 (CreateContainerConfigError), so envroll does not roll out",
-                missing_sources(missing)
-            );
+            let labels = missing_sources(missing);
+            // Missing before the change too (only a side read from a cluster knows that).
+            let all_along = missing
+                .sources
+                .iter()
+                .all(|(kind, name)| self.missing_before.contains(&source_label(*kind, name)));
+            let mut reason = if all_along {
+                format!(
+                    "{labels} missing and not optional: no pod can start \
+                     (CreateContainerConfigError), and envroll does not roll out until it exists"
+                )
+            } else {
+                format!(
+                    "{labels} deleted but not optional: new pods would fail to start \
+                     (CreateContainerConfigError), so envroll does not roll out"
+                )
+            };
             if self.template_changed {
                 reason.push_str("; the pod template changes too, and its new pods would fail");
             }

@@ -12,12 +12,15 @@ pub mod impact;
 pub mod leader;
 pub mod lifecycle;
 pub mod live;
+pub mod live_impact;
 pub mod manifests;
 pub mod metrics;
+pub mod migration;
 pub mod notify;
 pub mod policy;
 pub mod rollout;
 pub mod server;
+pub mod status;
 pub mod store;
 pub mod telemetry;
 #[cfg(test)]

@@ -1,8 +1,10 @@
 //! `envroll explain KIND/NAME`: the offline analysis applied to a workload in the cluster, plus
 //! the hash envroll would write now, the baseline it recorded, and whether a rollout is pending.
 
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write;
 
+use futures::{stream, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{Api, Client, ResourceExt};
@@ -11,9 +13,9 @@ use serde::Serialize;
 use crate::analysis::{SourceKind, WorkloadAnalysis, WorkloadKind};
 use crate::explain::render_table;
 use crate::policy;
-use crate::rollout::{decide, Applied, Decision, PodsStartedAfter, Template};
+use crate::rollout::{decide, Applied, Decision, Plan, PodsStartedAfter, Template};
 use crate::store::{config_map_record, secret_record, SourceKey, SourceRecord, SourceStore};
-use crate::workload::{analyse_workload, Observed, Workload};
+use crate::workload::{analyse_workload, namespace_or_default, Observed, Workload};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LiveError {
@@ -49,6 +51,26 @@ pub fn parse_target(target: &str) -> Result<(WorkloadKind, String), LiveError> {
     Ok((kind, name.to_string()))
 }
 
+/// What the operator's decision on the live state comes to, in one word (for `status`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LiveState {
+    /// The workload did not opt in.
+    #[default]
+    NotManaged,
+    /// A source it reads could not be read: no decision until it can be.
+    Unknown,
+    /// A required source is missing: no rollout until it exists.
+    Blocked,
+    /// Managed, but the operator has not recorded its baseline yet (it will, without a rollout).
+    NotAdopted,
+    /// Nothing to roll out: the pods run the config of now (or the template's own rollout
+    /// carries it).
+    UpToDate,
+    /// Consumed config changed in a way the pods cannot see: the operator rolls out.
+    Pending,
+}
+
 /// The live state of one workload.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -63,6 +85,9 @@ pub struct LiveExplanation {
     pub applied_hash: Option<String>,
     pub rollout_pending: bool,
     pub status: String,
+    /// The decision in one word; not part of `explain -o json`.
+    #[serde(skip)]
+    pub state: LiveState,
 }
 
 pub async fn explain(
@@ -97,16 +122,91 @@ async fn explain_workload<W: Workload>(
             namespace: namespace.to_string(),
             name: name.to_string(),
         })?;
+    let mut reader = SourceReader::new(client);
+    Ok(explain_observed(&mut reader, &observed).await)
+}
+
+/// What a source read from the cluster came to: its record, `None` when it does not exist, or
+/// why it could not be read (for example when the caller may not read Secrets).
+pub type SourceRead = Result<Option<SourceRecord>, String>;
+
+/// Reads ConfigMaps and Secrets from the cluster, each once, with the caller's identity.
+pub struct SourceReader {
+    client: Client,
+    read: HashMap<SourceKey, SourceRead>,
+}
+
+/// Sources read at the same time by [`SourceReader::prefetch`].
+const CONCURRENT_READS: usize = 8;
+
+impl SourceReader {
+    pub fn new(client: Client) -> Self {
+        SourceReader {
+            client,
+            read: HashMap::new(),
+        }
+    }
+
+    /// Reads these sources, a few at a time, unless already read.
+    pub async fn prefetch(&mut self, keys: impl IntoIterator<Item = SourceKey>) {
+        let wanted: BTreeSet<SourceKey> = keys
+            .into_iter()
+            .filter(|key| !self.read.contains_key(key))
+            .collect();
+        let client = &self.client;
+        let results: Vec<(SourceKey, SourceRead)> = stream::iter(wanted)
+            .map(|key| async move {
+                let result = read(client, &key).await;
+                (key, result)
+            })
+            .buffer_unordered(CONCURRENT_READS)
+            .collect()
+            .await;
+        self.read.extend(results);
+    }
+
+    /// The source as read (read now if it was not yet).
+    pub async fn read(&mut self, key: &SourceKey) -> &SourceRead {
+        if !self.read.contains_key(key) {
+            let result = read(&self.client, key).await;
+            self.read.insert(key.clone(), result);
+        }
+        &self.read[key]
+    }
+
+    /// The source as read, if it was.
+    pub fn get(&self, key: &SourceKey) -> Option<&SourceRead> {
+        self.read.get(key)
+    }
+}
+
+/// The sources a workload references, as keys in its namespace.
+pub fn referenced_sources<W: Workload>(workload: &W) -> Vec<SourceKey> {
+    let namespace = namespace_or_default(workload.namespace());
+    analyse_workload(workload, |_, _| None)
+        .sources
+        .iter()
+        .map(|source| SourceKey::new(source.kind, &namespace, &source.name))
+        .collect()
+}
+
+/// The operator's analysis and decision for a workload read from the cluster, with its sources
+/// read through `reader`.
+pub async fn explain_observed<W: Workload>(
+    reader: &mut SourceReader,
+    observed: &Observed<W>,
+) -> LiveExplanation {
     let workload = &observed.workload;
+    let namespace = namespace_or_default(workload.namespace());
+    let namespace = namespace.as_str();
     let mut store = SourceStore::default();
-    for source in analyse_workload(workload, |_, _| None).sources {
-        let key = SourceKey::new(source.kind, namespace, &source.name);
-        match read(&client, &key).await {
+    for key in referenced_sources(workload) {
+        match reader.read(&key).await {
             Ok(Some(record)) => {
-                store.upsert(key, record);
+                store.upsert(key, record.clone());
             }
             Ok(None) => {}
-            Err(reason) => store.record_failed_read(key, reason),
+            Err(reason) => store.record_failed_read(key, reason.clone()),
         }
     }
     let mut analysis = analyse_workload(workload, |kind, name| {
@@ -133,8 +233,8 @@ async fn explain_workload<W: Workload>(
     let decision = decide(&analysis, template, baseline.as_ref(), |kind, name| {
         store.view(&SourceKey::new(kind, namespace, name))
     });
-    let (config_hash, rollout_pending, status) = match decision {
-        Decision::Unmanaged => (None, false, "not managed".to_string()),
+    let (config_hash, state, status) = match decision {
+        Decision::Unmanaged => (None, LiveState::NotManaged, "not managed".to_string()),
         Decision::Wait(unknown) => {
             let names: Vec<String> = unknown
                 .iter()
@@ -144,7 +244,7 @@ async fn explain_workload<W: Workload>(
                 "unknown: could not read {}; no decision until it can be read",
                 names.join(", ")
             );
-            (None, false, status)
+            (None, LiveState::Unknown, status)
         }
         Decision::Blocked(missing) => {
             let names: Vec<String> = missing
@@ -156,24 +256,41 @@ async fn explain_workload<W: Workload>(
                 "blocked: {} missing and not optional; no rollout until it exists",
                 names.join(", ")
             );
-            (None, false, status)
+            (None, LiveState::Blocked, status)
         }
-        Decision::Act { plan, applied } => (Some(applied.hash), plan.rolls_out(), plan.describe()),
+        Decision::Act { plan, applied } => {
+            let state = match plan {
+                Plan::Adopt => LiveState::NotAdopted,
+                Plan::Rollout { .. } => LiveState::Pending,
+                Plan::UpToDate | Plan::Rebaseline(_) => LiveState::UpToDate,
+            };
+            (Some(applied.hash), state, plan.describe())
+        }
     };
-    Ok(LiveExplanation {
+    LiveExplanation {
         analysis,
         config_hash,
         template_hash,
         applied_hash,
-        rollout_pending,
+        rollout_pending: state == LiveState::Pending,
         status,
-    })
+        state,
+    }
+}
+
+/// Why a request failed: the API server's message when it answered (the error's own text repeats
+/// the whole response), else the error.
+pub fn failure(problem: &kube::Error) -> String {
+    match problem {
+        kube::Error::Api(status) if !status.message.is_empty() => status.message.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// Reads one source: `Ok(None)` when it does not exist, `Err` with the reason when it cannot be
 /// read (for example when the caller may not read Secrets).
-async fn read(client: &Client, key: &SourceKey) -> Result<Option<SourceRecord>, String> {
-    let could_not_read = |problem: kube::Error| problem.to_string();
+async fn read(client: &Client, key: &SourceKey) -> SourceRead {
+    let could_not_read = |problem: kube::Error| failure(&problem);
     match key.kind {
         SourceKind::ConfigMap => {
             let api: Api<ConfigMap> = Api::namespaced(client.clone(), &key.namespace);

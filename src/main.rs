@@ -6,19 +6,21 @@ use clap::Parser;
 use tracing::{error, info};
 
 use envroll::cli::{
-    usage_error_exit_code, Cli, Command, ExplainArgs, ImpactArgs, RunArgs, IMPACT_EXIT_ERROR,
-    IMPACT_EXIT_ROLLOUT,
+    usage_error_exit_code, Cli, Command, ExplainArgs, ImpactArgs, RunArgs, StatusArgs,
+    IMPACT_EXIT_ERROR, IMPACT_EXIT_ROLLOUT,
 };
 use envroll::controller::{self, Context, Settings};
 use envroll::explain::{render_json, render_table, OutputFormat};
-use envroll::impact;
+use envroll::impact::{self, ImpactReport};
 use envroll::leader::{self, LeaseSettings};
 use envroll::lifecycle::Budget;
 use envroll::live::{self, render_live_table};
+use envroll::live_impact::{self, Edit};
 use envroll::manifests::{read_paths, Manifests};
 use envroll::metrics::Metrics;
+use envroll::migration::{self, cluster::Selection};
 use envroll::notify::{Notifier, NotifySettings};
-use envroll::{server, telemetry};
+use envroll::{server, status, telemetry};
 
 /// Bad input (unreadable files, malformed manifests, bad arguments) exits with 2, like kubectl.
 const EXIT_BAD_INPUT: u8 = 2;
@@ -35,9 +37,12 @@ async fn main() -> ExitCode {
     };
     match cli.command {
         Command::Run(args) => run(args).await,
+        Command::Explain(args) if args.reloader_annotations => explain_reloader(&args).await,
         Command::Explain(args) if args.files.is_empty() => explain_live(&args).await,
         Command::Explain(args) => explain_files(&args),
-        Command::Impact(args) => impact_files(&args),
+        Command::Impact(args) if args.offline() => impact_files(&args),
+        Command::Impact(args) => impact_live(&args).await,
+        Command::Status(args) => status(&args).await,
     }
 }
 
@@ -63,7 +68,11 @@ async fn run(args: RunArgs) -> ExitCode {
         debounce: args.debounce(),
         concurrency: args.concurrency,
         budget: Budget::per_hour(args.max_rollouts_per_hour),
+        dialects: args.dialects(),
     };
+    if settings.dialects.reloader {
+        info!("honouring Stakater Reloader's annotations (--reloader-annotations)");
+    }
     let metrics = Arc::new(Metrics::default());
     let notifier = match NotifySettings::from_env(|name| std::env::var(name).ok()) {
         Ok(notify) => {
@@ -170,6 +179,22 @@ async fn finish(
     }
 }
 
+/// A client from the caller's kubeconfig, and the namespace to work in: the one asked for, or
+/// the kubeconfig's. A client that cannot be built is reported, and its exit code returned.
+async fn client_in_namespace(namespace: Option<&str>) -> Result<(kube::Client, String), ExitCode> {
+    match kube::Client::try_default().await {
+        Ok(client) => {
+            let namespace =
+                namespace.map_or_else(|| client.default_namespace().to_string(), str::to_string);
+            Ok((client, namespace))
+        }
+        Err(problem) => {
+            eprintln!("error: cannot build a Kubernetes client: {problem}");
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
 async fn explain_live(args: &ExplainArgs) -> ExitCode {
     let target = args.target.as_deref().unwrap_or_default();
     let (kind, name) = match live::parse_target(target) {
@@ -179,17 +204,10 @@ async fn explain_live(args: &ExplainArgs) -> ExitCode {
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
-    let client = match kube::Client::try_default().await {
-        Ok(client) => client,
-        Err(problem) => {
-            eprintln!("error: cannot build a Kubernetes client: {problem}");
-            return ExitCode::FAILURE;
-        }
+    let (client, namespace) = match client_in_namespace(args.namespace.as_deref()).await {
+        Ok(found) => found,
+        Err(code) => return code,
     };
-    let namespace = args
-        .namespace
-        .clone()
-        .unwrap_or_else(|| client.default_namespace().to_string());
     match live::explain(client, kind, &namespace, &name).await {
         Ok(explanation) => {
             match args.output {
@@ -226,6 +244,65 @@ fn explain_files(args: &ExplainArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `explain --reloader-annotations`: envroll's decisions with Reloader's annotations honoured,
+/// compared with what Reloader does, for manifests (-f) or for workloads in the cluster.
+async fn explain_reloader(args: &ExplainArgs) -> ExitCode {
+    let manifests = if args.files.is_empty() {
+        let (client, namespace) = match client_in_namespace(args.namespace.as_deref()).await {
+            Ok(found) => found,
+            Err(code) => return code,
+        };
+        let selection = match args.target.as_deref() {
+            Some(target) => match live::parse_target(target) {
+                Ok((kind, name)) => Selection::One {
+                    kind,
+                    namespace,
+                    name,
+                },
+                Err(problem) => {
+                    eprintln!("error: {problem}");
+                    return ExitCode::from(EXIT_BAD_INPUT);
+                }
+            },
+            None if args.all_namespaces => Selection::All { namespace: None },
+            None => Selection::All {
+                namespace: Some(namespace),
+            },
+        };
+        match migration::cluster::read(&client, &selection).await {
+            Ok((manifests, notes)) => {
+                for note in notes {
+                    eprintln!("note: {note}");
+                }
+                manifests
+            }
+            Err(problem) => {
+                eprintln!("error: {problem}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        match read_paths(
+            &args.files,
+            args.namespace.as_deref(),
+            &mut std::io::stdin(),
+        ) {
+            Ok(manifests) => manifests,
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::from(EXIT_BAD_INPUT);
+            }
+        }
+    };
+    print_notes(&manifests);
+    let report = migration::compare_manifests(&manifests);
+    match args.output {
+        OutputFormat::Table => print!("{}", migration::render_table(&report)),
+        OutputFormat::Json => println!("{}", migration::render_json(&report)),
+    }
+    ExitCode::SUCCESS
+}
+
 /// What the manifest reader noticed without stopping (skipped kinds, bad annotations).
 fn print_notes(manifests: &Manifests) {
     for note in &manifests.notes {
@@ -239,7 +316,7 @@ fn impact_files(args: &ImpactArgs) -> ExitCode {
         return ExitCode::from(IMPACT_EXIT_ERROR);
     }
     let mut sides = Vec::new();
-    for path in [&args.from, &args.to] {
+    for path in [&args.from, &args.to].into_iter().flatten() {
         match read_paths(
             std::slice::from_ref(path),
             args.namespace.as_deref(),
@@ -256,13 +333,125 @@ fn impact_files(args: &ImpactArgs) -> ExitCode {
         }
     }
     let report = impact::compare(&sides[0], &sides[1]);
+    print_impact(&report, args)
+}
+
+/// Prints an impact report and turns it into the exit code.
+fn print_impact(report: &ImpactReport, args: &ImpactArgs) -> ExitCode {
     match args.output {
-        OutputFormat::Table => print!("{}", impact::render_table(&report)),
-        OutputFormat::Json => println!("{}", impact::render_json(&report)),
+        OutputFormat::Table => print!("{}", impact::render_table(report)),
+        OutputFormat::Json => println!("{}", impact::render_json(report)),
     }
     if report.rolls_out() {
         ExitCode::from(IMPACT_EXIT_ROLLOUT)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// `impact -f FILE` or `impact KIND/NAME --from-literal ...`: the proposal against the live
+/// objects of its namespace.
+async fn impact_live(args: &ImpactArgs) -> ExitCode {
+    let fail = |problem: &dyn std::fmt::Display| {
+        eprintln!("error: {problem}");
+        ExitCode::from(IMPACT_EXIT_ERROR)
+    };
+    if let Err(problem) = args.check() {
+        return fail(&problem);
+    }
+    // Arguments and files first: a mistake is told before the cluster is asked anything.
+    let edit = match &args.target {
+        Some(target) => {
+            let parsed = live_impact::parse_source_target(target).and_then(|(kind, name)| {
+                let set = live_impact::edit_keys(&args.literals, &args.from_files)?;
+                Ok((kind, name, set))
+            });
+            match parsed {
+                Ok(parsed) => Some(parsed),
+                Err(problem) => return fail(&problem),
+            }
+        }
+        None => None,
+    };
+    let (client, namespace) = match client_in_namespace(args.namespace.as_deref()).await {
+        Ok(found) => found,
+        Err(code) => return code,
+    };
+    let proposed = match edit {
+        Some((kind, name, set)) => {
+            let edit = Edit {
+                kind,
+                namespace,
+                name,
+                set,
+                replace: args.replace,
+            };
+            match live_impact::propose_edit(&client, &edit).await {
+                Ok(proposed) => proposed,
+                Err(problem) => return fail(&problem),
+            }
+        }
+        None => {
+            let mut proposed =
+                match read_paths(&args.files, Some(&namespace), &mut std::io::stdin()) {
+                    Ok(proposed) => proposed,
+                    Err(problem) => return fail(&problem),
+                };
+            print_notes(&proposed);
+            for workload in live_impact::drop_workloads(&mut proposed) {
+                eprintln!(
+                    "note: skipping {workload}: against the cluster, impact compares ConfigMaps \
+                     and Secrets; compare workload changes with --from OLD --to NEW"
+                );
+            }
+            proposed
+        }
+    };
+    match live_impact::impact(&client, &proposed).await {
+        Ok(report) => print_impact(&report, args),
+        Err(problem) => fail(&problem),
+    }
+}
+
+async fn status(args: &StatusArgs) -> ExitCode {
+    let target = match args.target.as_deref().map(live::parse_target).transpose() {
+        Ok(target) => target,
+        Err(problem) => {
+            eprintln!("error: {problem}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    let (client, namespace) = match client_in_namespace(args.namespace.as_deref()).await {
+        Ok(found) => found,
+        Err(code) => return code,
+    };
+    let scope = match target {
+        Some((kind, name)) => status::Scope::Workload {
+            kind,
+            namespace,
+            name,
+        },
+        None if args.all_namespaces => status::Scope::AllNamespaces,
+        None => status::Scope::Namespace(namespace),
+    };
+    match status::status(client, &scope).await {
+        Ok(report) => {
+            match args.output {
+                OutputFormat::Table => print!(
+                    "{}",
+                    status::render_table(&report, args.all_namespaces, status::now())
+                ),
+                OutputFormat::Json => println!("{}", status::render_json(&report)),
+            }
+            if report.complete() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(problem) => {
+            eprintln!("error: {problem}");
+            ExitCode::FAILURE
+        }
     }
 }

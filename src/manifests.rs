@@ -3,7 +3,7 @@
 //! ConfigMaps and Secrets out. The digests are made by the operator's own code (`store`), so an
 //! offline comparison sees a change exactly where the operator would.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::Path;
 
@@ -14,10 +14,14 @@ use kube::{Resource, ResourceExt};
 use serde::de::{self, DeserializeOwned, DeserializeSeed, Deserializer, Visitor};
 use serde_json::Value;
 
-use crate::analysis::{SourceKind, SourceMeta, WorkloadAnalysis};
+use crate::analysis::{
+    AnnotationDialects, SourceKind, SourceMeta, WorkloadAnalysis, WorkloadInput,
+};
 use crate::hash::SourceDigests;
 use crate::store::{config_map_record, secret_record, SourceKey, SourceRecord, WorkloadKey};
-use crate::workload::{analyse_workload, namespace_or_default, Observed, Workload};
+use crate::workload::{
+    analyse_workload, analyse_workload_with, namespace_or_default, with_input, Observed, Workload,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -159,6 +163,22 @@ impl ManifestWorkload<'_> {
         with_observed!(self.workload, observed => analyse_workload(&observed.workload, known))
     }
 
+    /// The analysis of this workload honouring `dialects` besides envroll's own annotations.
+    pub fn analyse_with(
+        &self,
+        dialects: AnnotationDialects,
+        known: impl Fn(SourceKind, &str) -> Option<SourceMeta>,
+    ) -> WorkloadAnalysis {
+        with_observed!(self.workload, observed => {
+            analyse_workload_with(&observed.workload, dialects, known)
+        })
+    }
+
+    /// Runs `f` on the workload as the analysis sees it (annotations, pod template).
+    pub fn with_input<R>(&self, f: impl FnOnce(WorkloadInput<'_>) -> R) -> R {
+        with_observed!(self.workload, observed => with_input(&observed.workload, f))
+    }
+
     /// The analysis of the same pod template under other workload annotations: asks the
     /// operator's own rules a "what if" (for example, which consumption is frozen, whatever the
     /// workload opted into).
@@ -191,6 +211,9 @@ pub struct Manifests {
     default_namespace: Option<String>,
     workloads: Vec<(AnyWorkload, u64)>,
     sources: BTreeMap<SourceKey, ManifestSource>,
+    /// ConfigMaps and Secrets known not to exist (read from a cluster, where a missing object is
+    /// known to be missing; a set of files only ever knows what it holds).
+    absent: BTreeSet<SourceKey>,
     /// Objects read so far, so each gets its position.
     objects: u64,
     /// Things worth telling the user that do not stop the analysis (skipped kinds, bad
@@ -238,6 +261,12 @@ impl Manifests {
             self.add_value(file, &location, value)?;
         }
         Ok(())
+    }
+
+    /// Adds one object given as JSON (for example read from a cluster and serialized), as if it
+    /// were the next document of a file. `origin` names it in messages.
+    pub fn add_json(&mut self, origin: &str, value: Value) -> Result<(), ManifestError> {
+        self.add_value(origin, "object", value)
     }
 
     fn add_value(
@@ -355,7 +384,65 @@ impl Manifests {
             digests,
             position,
         };
+        self.absent.remove(&key);
         self.sources.insert(key, source);
+    }
+
+    /// Records that a ConfigMap or Secret does not exist (as a GET on a cluster found), unless
+    /// these manifests hold it.
+    pub fn mark_absent(&mut self, key: SourceKey) {
+        if !self.sources.contains_key(&key) {
+            self.absent.insert(key);
+        }
+    }
+
+    /// Whether the source is known not to exist (see [`Self::mark_absent`]).
+    pub fn is_absent(&self, key: &SourceKey) -> bool {
+        self.absent.contains(key)
+    }
+
+    /// Every ConfigMap and Secret held, by key.
+    pub fn sources(&self) -> impl Iterator<Item = (&SourceKey, &ManifestSource)> {
+        self.sources.iter()
+    }
+
+    /// These manifests with the objects of `proposed` written over them, as applying `proposed`
+    /// (objects in its order, after everything here) would leave them: a workload replaces its
+    /// namesake where it stands, a source replaces its namesake or is added, and the positions
+    /// of `proposed`'s objects come after every object here. Notes are those of `proposed`.
+    pub fn overlay(&self, proposed: &Manifests) -> Manifests {
+        let mut merged = self.clone();
+        let base = merged.objects;
+        for (workload, position) in &proposed.workloads {
+            let key = with_observed!(workload, observed => key_of(&observed.workload));
+            let entry = (workload.clone(), base + position);
+            let existing = merged.workloads.iter().position(|(held, _)| {
+                with_observed!(held, observed => key_of(&observed.workload)) == key
+            });
+            match existing {
+                Some(index) => merged.workloads[index] = entry,
+                None => merged.workloads.push(entry),
+            }
+        }
+        for (key, source) in &proposed.sources {
+            merged.absent.remove(key);
+            let source = ManifestSource {
+                position: base + source.position,
+                ..source.clone()
+            };
+            merged.sources.insert(key.clone(), source);
+        }
+        merged.objects = base + proposed.objects;
+        merged.notes = proposed.notes.clone();
+        merged
+    }
+
+    /// Removes every workload and returns their keys, in input order.
+    pub fn take_workloads(&mut self) -> Vec<WorkloadKey> {
+        std::mem::take(&mut self.workloads)
+            .iter()
+            .map(|(workload, _)| with_observed!(workload, observed => key_of(&observed.workload)))
+            .collect()
     }
 
     /// Every workload read so far, in input order.
@@ -389,6 +476,24 @@ impl Manifests {
     pub fn analyse_workload(&self, workload: &ManifestWorkload<'_>) -> WorkloadAnalysis {
         let namespace = workload.key().namespace;
         workload.analyse(|kind, name| self.meta(kind, &namespace, name))
+    }
+
+    /// Analyses one workload against the ConfigMaps and Secrets of this input, honouring
+    /// `dialects` besides envroll's own annotations.
+    pub fn analyse_workload_with(
+        &self,
+        workload: &ManifestWorkload<'_>,
+        dialects: AnnotationDialects,
+    ) -> WorkloadAnalysis {
+        let namespace = workload.key().namespace;
+        workload.analyse_with(dialects, |kind, name| self.meta(kind, &namespace, name))
+    }
+
+    /// Analyses every workload read so far, in input order, honouring `dialects`.
+    pub fn analyse_with(&self, dialects: AnnotationDialects) -> Vec<WorkloadAnalysis> {
+        self.workloads()
+            .map(|workload| self.analyse_workload_with(&workload, dialects))
+            .collect()
     }
 
     /// Analyses every workload read so far, in input order.
@@ -792,6 +897,51 @@ items:
             .to_string()
             .starts_with(&format!("{missing}: cannot read")));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_overlay_writes_objects_over_their_namesakes_after_everything_else() {
+        let mut base = load(&format!(
+            "{WEB}---\nkind: ConfigMap\nmetadata: {{name: app-env}}\ndata: {{A: '1'}}\n"
+        ))
+        .unwrap();
+        let gone = SourceKey::new(SourceKind::Secret, "default", "tls");
+        base.mark_absent(gone.clone());
+        assert!(base.is_absent(&gone));
+        // A source the manifests hold is never absent.
+        let app_env = SourceKey::new(SourceKind::ConfigMap, "default", "app-env");
+        base.mark_absent(app_env.clone());
+        assert!(!base.is_absent(&app_env));
+
+        let mut proposed = Manifests::default();
+        proposed
+            .add_json(
+                "proposed",
+                serde_json::json!({"kind": "ConfigMap", "metadata": {"name": "app-env"},
+                                   "data": {"A": "2"}}),
+            )
+            .unwrap();
+        proposed
+            .add_yaml(
+                "p.yaml",
+                &format!("kind: Secret\nmetadata: {{name: tls}}\n---\n{WEB}"),
+            )
+            .unwrap();
+        let merged = base.overlay(&proposed);
+        let position = |key: &SourceKey| merged.source(key).unwrap().position;
+        // Two objects before, then the proposal's in its order.
+        assert_eq!((position(&app_env), position(&gone)), (3, 4));
+        assert!(!merged.is_absent(&gone));
+        assert_ne!(
+            merged.source(&app_env).unwrap().digests,
+            base.source(&app_env).unwrap().digests
+        );
+        // The workload is replaced where it stands, not added.
+        let workloads: Vec<u64> = merged.workloads().map(|w| w.position).collect();
+        assert_eq!(workloads, vec![5]);
+        // The base is untouched.
+        assert!(base.is_absent(&gone));
+        assert_eq!(base.source(&app_env).unwrap().position, 2);
     }
 
     #[test]

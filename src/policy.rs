@@ -9,6 +9,8 @@ use std::fmt;
 
 use serde::Serialize;
 
+pub mod reloader;
+
 pub const AUTO: &str = "envroll.dev/auto";
 pub const CONFIGMAPS: &str = "envroll.dev/configmaps";
 pub const SECRETS: &str = "envroll.dev/secrets";
@@ -36,14 +38,33 @@ const WORKLOAD_ANNOTATIONS: [&str; 6] = [
     APPLIED,
 ];
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum VolumesMode {
-    /// Plain and projected volume mounts are left to kubelet's in-place refresh.
-    #[default]
+    /// Plain and projected volume mounts are left to kubelet's in-place refresh (envroll's
+    /// default).
     Reload,
+    /// The same as `Reload`, under the name that reads best where Reloader's annotations would
+    /// otherwise roll volume mounts out (`--reloader-annotations`).
+    InPlace,
     /// The app cannot hot-reload: a volume-mounted change rolls out like an env change.
     Rollout,
+}
+
+impl VolumesMode {
+    /// The annotation value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VolumesMode::Reload => "reload",
+            VolumesMode::InPlace => "in-place",
+            VolumesMode::Rollout => "rollout",
+        }
+    }
+
+    /// Whether a volume-mounted change rolls the workload out.
+    pub fn rolls_out(self) -> bool {
+        self == VolumesMode::Rollout
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -51,7 +72,9 @@ pub struct Policy {
     pub auto: bool,
     pub configmaps: BTreeSet<String>,
     pub secrets: BTreeSet<String>,
-    pub volumes: VolumesMode,
+    /// `envroll.dev/volumes`, when set: envroll's default is to reload in place, Reloader's
+    /// annotations roll volume mounts out.
+    pub volumes: Option<VolumesMode>,
     pub max_rollouts_per_hour: Option<u32>,
 }
 
@@ -97,7 +120,7 @@ pub fn parse_workload_policy(annotations: &BTreeMap<String, String>) -> ParsedPo
             AUTO => parse_bool(key, value).map(|auto| parsed.policy.auto = auto),
             CONFIGMAPS => parse_name_list(key, value, &mut parsed.policy.configmaps),
             SECRETS => parse_name_list(key, value, &mut parsed.policy.secrets),
-            VOLUMES => parse_volumes(key, value).map(|mode| parsed.policy.volumes = mode),
+            VOLUMES => parse_volumes(key, value).map(|mode| parsed.policy.volumes = Some(mode)),
             MAX_ROLLOUTS_PER_HOUR => value
                 .trim()
                 .parse::<u32>()
@@ -154,7 +177,12 @@ fn parse_volumes(key: &str, value: &str) -> Result<VolumesMode, PolicyError> {
     match value.trim() {
         "rollout" => Ok(VolumesMode::Rollout),
         "reload" => Ok(VolumesMode::Reload),
-        _ => Err(error(key, value, "is not \"rollout\" or \"reload\"")),
+        "in-place" => Ok(VolumesMode::InPlace),
+        _ => Err(error(
+            key,
+            value,
+            "is not \"rollout\", \"reload\" or \"in-place\"",
+        )),
     }
 }
 
@@ -274,10 +302,16 @@ mod tests {
     #[test]
     fn volumes_mode() {
         let parsed = parse_workload_policy(&annotations(&[(AUTO, "true"), (VOLUMES, "rollout")]));
-        assert_eq!(parsed.policy.volumes, VolumesMode::Rollout);
+        assert_eq!(parsed.policy.volumes, Some(VolumesMode::Rollout));
+        let parsed = parse_workload_policy(&annotations(&[(VOLUMES, " in-place ")]));
+        assert_eq!(parsed.policy.volumes, Some(VolumesMode::InPlace));
+        assert!(!VolumesMode::InPlace.rolls_out() && !VolumesMode::Reload.rolls_out());
         let parsed = parse_workload_policy(&annotations(&[(VOLUMES, "sometimes")]));
-        assert_eq!(parsed.policy.volumes, VolumesMode::Reload);
-        assert_eq!(parsed.errors.len(), 1);
+        assert_eq!(parsed.policy.volumes, None);
+        assert_eq!(
+            parsed.errors[0].to_string(),
+            "annotation envroll.dev/volumes: \"sometimes\" is not \"rollout\", \"reload\" or \"in-place\""
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use crate::analysis::{
-    analyse, SourceKind, SourceMeta, WorkloadAnalysis, WorkloadInput, WorkloadKind,
+    analyse_with, AnnotationDialects, SourceKind, SourceMeta, WorkloadAnalysis, WorkloadInput,
+    WorkloadKind,
 };
 
 pub fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -19,9 +20,19 @@ pub fn analyse_deployment(
     template_yaml: &str,
     known: impl Fn(SourceKind, &str) -> Option<SourceMeta>,
 ) -> WorkloadAnalysis {
+    analyse_deployment_with(pairs, template_yaml, AnnotationDialects::default(), known)
+}
+
+/// [`analyse_deployment`], honouring `dialects` besides envroll's own annotations.
+pub fn analyse_deployment_with(
+    pairs: &[(&str, &str)],
+    template_yaml: &str,
+    dialects: AnnotationDialects,
+    known: impl Fn(SourceKind, &str) -> Option<SourceMeta>,
+) -> WorkloadAnalysis {
     let annotations = annotations(pairs);
     let template = serde_norway::from_str(template_yaml).expect("test template parses");
-    analyse(
+    analyse_with(
         WorkloadInput {
             kind: WorkloadKind::Deployment,
             namespace: "shop",
@@ -29,6 +40,7 @@ pub fn analyse_deployment(
             annotations: &annotations,
             template: &template,
         },
+        dialects,
         known,
     )
 }

@@ -14,7 +14,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::analysis::{
-    analyse, SourceKind, SourceMeta, WorkloadAnalysis, WorkloadInput, WorkloadKind,
+    analyse_with, AnnotationDialects, SourceKind, SourceMeta, WorkloadAnalysis, WorkloadInput,
+    WorkloadKind,
 };
 use crate::fingerprint::template_fingerprint;
 use crate::lifecycle::RolloutStatus;
@@ -199,22 +200,34 @@ fn empty_template() -> &'static PodTemplateSpec {
     EMPTY.get_or_init(PodTemplateSpec::default)
 }
 
+/// Analyses a workload under envroll's own annotations.
 pub fn analyse_workload<W: Workload>(
     workload: &W,
     known: impl Fn(SourceKind, &str) -> Option<SourceMeta>,
 ) -> WorkloadAnalysis {
+    analyse_workload_with(workload, AnnotationDialects::default(), known)
+}
+
+/// Analyses a workload, honouring `dialects` besides envroll's own annotations.
+pub fn analyse_workload_with<W: Workload>(
+    workload: &W,
+    dialects: AnnotationDialects,
+    known: impl Fn(SourceKind, &str) -> Option<SourceMeta>,
+) -> WorkloadAnalysis {
+    with_input(workload, |input| analyse_with(input, dialects, known))
+}
+
+/// Runs `f` on the workload as the analysis sees it.
+pub fn with_input<W: Workload, R>(workload: &W, f: impl FnOnce(WorkloadInput<'_>) -> R) -> R {
     let namespace = namespace_or_default(workload.namespace());
     let annotations: &BTreeMap<String, String> = workload.annotations();
-    analyse(
-        WorkloadInput {
-            kind: W::KIND,
-            namespace: &namespace,
-            name: &workload.name_any(),
-            annotations,
-            template: workload.template().unwrap_or_else(|| empty_template()),
-        },
-        known,
-    )
+    f(WorkloadInput {
+        kind: W::KIND,
+        namespace: &namespace,
+        name: &workload.name_any(),
+        annotations,
+        template: workload.template().unwrap_or_else(|| empty_template()),
+    })
 }
 
 /// A workload as the operator watches it: the typed object, plus the fingerprint of its pod

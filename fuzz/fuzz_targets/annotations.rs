@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use arbitrary::Arbitrary;
 use envroll::analysis::SourceMeta;
+use envroll::policy::reloader::{self, parse_reloader_policy, NamePattern};
 use envroll::policy::{self, parse_ignore, parse_workload_policy};
 use envroll::rollout::Applied;
 use libfuzzer_sys::fuzz_target;
@@ -23,7 +24,23 @@ enum Key {
     Applied,
     /// Typos such as `envroll.dev/configmap` must be reported, not ignored.
     UnderPrefix(String),
+    /// Stakater Reloader's annotations (`--reloader-annotations`).
+    Reloader(ReloaderKey),
     Other(String),
+}
+
+#[derive(Arbitrary, Debug)]
+enum ReloaderKey {
+    Auto,
+    ConfigMapAuto,
+    SecretAuto,
+    ConfigMapReload,
+    SecretReload,
+    ConfigMapsExclude,
+    SecretsExclude,
+    Search,
+    Match,
+    Ignore,
 }
 
 impl Key {
@@ -36,6 +53,19 @@ impl Key {
             Key::Ignore => policy::IGNORE.into(),
             Key::Applied => policy::APPLIED.into(),
             Key::UnderPrefix(rest) => format!("envroll.dev/{rest}"),
+            Key::Reloader(key) => match key {
+                ReloaderKey::Auto => reloader::AUTO,
+                ReloaderKey::ConfigMapAuto => reloader::CONFIGMAP_AUTO,
+                ReloaderKey::SecretAuto => reloader::SECRET_AUTO,
+                ReloaderKey::ConfigMapReload => reloader::CONFIGMAP_RELOAD,
+                ReloaderKey::SecretReload => reloader::SECRET_RELOAD,
+                ReloaderKey::ConfigMapsExclude => reloader::CONFIGMAPS_EXCLUDE,
+                ReloaderKey::SecretsExclude => reloader::SECRETS_EXCLUDE,
+                ReloaderKey::Search => reloader::SEARCH,
+                ReloaderKey::Match => reloader::MATCH,
+                ReloaderKey::Ignore => reloader::IGNORE,
+            }
+            .into(),
             Key::Other(key) => key.clone(),
         }
     }
@@ -137,6 +167,8 @@ impl Value {
 #[derive(Arbitrary, Debug)]
 struct Input {
     annotations: Vec<(Key, Value)>,
+    /// The pod template's, where Reloader also reads its annotations.
+    template: Vec<(Key, Value)>,
     immutable: Option<bool>,
 }
 
@@ -190,6 +222,55 @@ fuzz_target!(|input: Input| {
         // A malformed ignore never hides a change.
         Err(error) => assert!(!meta.ignore && problem.as_ref() == Some(error)),
     }
+
+    let template: BTreeMap<String, String> = input
+        .template
+        .iter()
+        .map(|(key, value)| (key.render(), value.render()))
+        .collect();
+    let parsed = parse_reloader_policy(&annotations, &template);
+    assert_eq!(
+        parsed,
+        parse_reloader_policy(&annotations, &template),
+        "deterministic"
+    );
+    for error in &parsed.errors {
+        // A problem of an annotation on the pod template says so, and quotes the template's value
+        // (the workload may carry the same key with another value).
+        let place = if error.problem.starts_with("on the pod template") {
+            &template
+        } else {
+            &annotations
+        };
+        assert_eq!(
+            place.get(&error.annotation),
+            Some(&error.value),
+            "an error quotes the annotation: {error}"
+        );
+        assert!(error.to_string().contains(&error.annotation));
+    }
+    for rules in [&parsed.policy.configmaps, &parsed.policy.secrets] {
+        for pattern in &rules.reload {
+            // Every accepted entry compiles again to the same pattern, within the limits.
+            assert_eq!(NamePattern::compile(&pattern.entry).as_ref(), Ok(pattern));
+            assert!(pattern.entry.len() <= reloader::MAX_PATTERN_LENGTH);
+            if let Some(name) = pattern.literal_name() {
+                assert!(pattern.matches(name), "a plain name matches itself: {name}");
+            }
+        }
+    }
+    assert_eq!(
+        meta.reloader_ignore,
+        annotations
+            .get(reloader::IGNORE)
+            .is_some_and(|v| v == "true")
+    );
+    assert_eq!(
+        meta.reloader_match,
+        annotations
+            .get(reloader::MATCH)
+            .is_some_and(|v| v == "true")
+    );
 
     let applied = Applied::parse(annotations.get(policy::APPLIED));
     assert_eq!(

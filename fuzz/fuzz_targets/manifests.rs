@@ -5,6 +5,7 @@
 
 use envroll::explain::{render_json, render_table};
 use envroll::manifests::Manifests;
+use envroll::migration;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -34,5 +35,25 @@ fuzz_target!(|data: &[u8]| {
         json["workloads"].as_array().map(Vec::len),
         Some(analyses.len()),
         "one JSON entry per workload"
+    );
+
+    // `explain --reloader-annotations`: Reloader's annotations (regular expressions written by
+    // users among them) through the analysis and the comparison with Reloader.
+    let report = migration::compare_manifests(&manifests);
+    assert_eq!(report.workloads.len(), analyses.len());
+    let summary = &report.summary;
+    assert_eq!(
+        summary.identical
+            + summary.fewer_rollouts
+            + summary.more_rollouts
+            + summary.fewer_and_more_rollouts,
+        summary.workloads
+    );
+    assert!(migration::render_table(&report).ends_with(&format!("{}\n", summary.line)));
+    let json: serde_json::Value = serde_json::from_str(&migration::render_json(&report))
+        .expect("the migration report is JSON");
+    assert_eq!(
+        json["workloads"].as_array().map(Vec::len),
+        Some(analyses.len())
     );
 });

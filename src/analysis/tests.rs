@@ -338,6 +338,7 @@ fn an_immutable_object_mounted_as_a_volume_rolls_out() {
         (kind == SourceKind::Secret).then_some(SourceMeta {
             ignore: false,
             immutable: true,
+            ..SourceMeta::default()
         })
     });
     let tls = source(&analysis, SourceKind::Secret, "tls");
@@ -476,6 +477,7 @@ fn ignored_objects_never_roll_out_even_when_named() {
             (kind == SourceKind::ConfigMap && name == "settings").then_some(SourceMeta {
                 ignore: true,
                 immutable: false,
+                ..SourceMeta::default()
             })
         },
     );

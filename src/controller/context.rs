@@ -59,6 +59,8 @@ pub(super) struct InFlight {
     pub started: Instant,
     /// Seconds since the Unix epoch at the start, to tell the rollout's pods from older ones.
     pub started_unix: i64,
+    /// The template fingerprint it rolled out; another means a user's edit took over.
+    pub template: String,
     /// The labels of the sources whose change it carries, for the Events that follow.
     pub changed: Vec<String>,
     /// How many config states it carries (`tracking::started`).

@@ -24,6 +24,7 @@ use tracing::info;
 
 pub use context::Context;
 
+use crate::analysis::AnnotationDialects;
 use crate::debounce::Debounce;
 use crate::lifecycle::Budget;
 
@@ -65,6 +66,8 @@ pub struct Settings {
     pub concurrency: u16,
     /// Rollouts per workload and hour, unless the workload's annotation says otherwise.
     pub budget: Budget,
+    /// Other tools' annotations honoured besides envroll's own (`--reloader-annotations`).
+    pub dialects: AnnotationDialects,
 }
 
 /// Runs the operator until `shutdown` resolves. Sources are fully listed before any workload is

@@ -22,7 +22,7 @@ use crate::rollout::{
     decide, patch_body, Applied, Decision, Plan, PodsStartedAfter, RebaselineCause, Template,
 };
 use crate::store::{revision, secret_record, Data, SourceKey, WorkloadKey};
-use crate::workload::{analyse_workload, Observed, Workload};
+use crate::workload::{analyse_workload_with, Observed, Workload};
 
 /// Level-triggered safety net: every workload is decided again this often even without events.
 const RESYNC: Duration = Duration::from_secs(600);
@@ -62,7 +62,7 @@ pub(super) async fn reconcile<W: Workload>(
     let workload = &observed.workload;
     let key = workload_key(workload);
     // Before the debounce: a rollout's outcome is reported when it happens, changes or not.
-    let in_progress = tracking::follow(workload, &key, &context).await;
+    let in_progress = tracking::follow(&observed, &key, &context).await;
     if let Some(wait) = context.debounce_wait(&key) {
         return Ok(Action::requeue(if in_progress {
             wait.min(PROGRESS_POLL)
@@ -145,7 +145,7 @@ fn analyse_and_index<W: Workload>(
 ) -> WorkloadAnalysis {
     let mut state = context.state();
     let namespace = key.namespace.clone();
-    let analysis = analyse_workload(workload, |kind, name| {
+    let analysis = analyse_workload_with(workload, context.settings().dialects, |kind, name| {
         state.store.meta(&SourceKey::new(kind, &namespace, name))
     });
     state.index.set(key, &analysis);
@@ -271,7 +271,7 @@ fn look<W: Workload>(
     let mut state = context.state();
     let namespace = key.namespace.clone();
     let store = &state.store;
-    let analysis = analyse_workload(workload, |kind, name| {
+    let analysis = analyse_workload_with(workload, context.settings().dialects, |kind, name| {
         store.meta(&SourceKey::new(kind, &namespace, name))
     });
     warnings.extend(
@@ -294,12 +294,19 @@ fn look<W: Workload>(
             }
         }
     }
-    let template = Template {
-        fingerprint: &observed.template_fingerprint,
-        started_after: PodsStartedAfter {
+    // In a dry run another tool does the rollouts (run beside Reloader to compare Events):
+    // its template patches must not count as carrying the change envroll would roll out for.
+    let started_after = if context.settings().dry_run {
+        PodsStartedAfter::default()
+    } else {
+        PodsStartedAfter {
             edit: state.edits.edited_at(key, &observed.template_fingerprint),
             rollout: state.memos.get(key).and_then(|memo| memo.rolled_out_at),
-        },
+        }
+    };
+    let template = Template {
+        fingerprint: &observed.template_fingerprint,
+        started_after,
     };
     let decision = decide(&analysis, template, baseline.as_ref(), |kind, name| {
         store.view(&SourceKey::new(kind, &namespace, name))
@@ -395,7 +402,7 @@ async fn apply<W: Workload>(
             1
         } else {
             let generation = patched_generation.unwrap_or_default();
-            let carried = tracking::started(key, generation, changed, context);
+            let carried = tracking::started(key, generation, &applied.template, changed, context);
             report::notify::<W>(key, RolloutEvent::Triggered, changed, carried, context);
             carried
         };

@@ -70,6 +70,7 @@ fn context(client: Client) -> Arc<Context> {
         debounce: Debounce::with_default_max_wait(Duration::ZERO),
         concurrency: 1,
         budget: Budget::per_hour(0),
+        dialects: Default::default(),
     };
     Arc::new(Context::new(
         client,
@@ -525,4 +526,25 @@ async fn over_its_budget_a_change_waits_and_is_reported() {
         .metrics()
         .encode()
         .contains("envroll_rollouts_throttled_total{kind=\"Deployment\"} 1"));
+}
+
+#[tokio::test]
+async fn a_users_template_edit_ends_the_hold_on_envrolls_rollout() {
+    let (api, context) = rolling_out_generation_2().await;
+    // A new image on top of envroll's rollout: generation 3, still rolling.
+    let mut edited = web_json("45", Some(&api.last_applied()));
+    edited["metadata"]["generation"] = 3.into();
+    edited["spec"]["template"]["spec"]["containers"][0]["image"] = "web:2".into();
+    edited["status"] = serde_json::json!({"observedGeneration": 3, "replicas": 4,
+        "updatedReplicas": 1, "availableReplicas": 3});
+    store_config_map(&context, "other", "50", "2");
+    api.will_patch_to("60", 4);
+    reconcile::reconcile(observed(edited), context.clone())
+        .await
+        .expect("rolled out");
+    assert_eq!(
+        api.rollouts(),
+        vec![false, true, true],
+        "not held behind the user's rollout"
+    );
 }

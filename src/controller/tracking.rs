@@ -19,7 +19,7 @@ use crate::analysis::WorkloadAnalysis;
 use crate::lifecycle::{failing_reason, gate, progress, Budget, Gate, Progress};
 use crate::notify::RolloutEvent;
 use crate::store::WorkloadKey;
-use crate::workload::Workload;
+use crate::workload::{Observed, Workload};
 
 /// How often a rollout in progress is looked at. Status changes do not trigger reconciles (they
 /// would push the debounce back), so the controller comes back on its own; it reads its cache.
@@ -34,10 +34,11 @@ const CLOCK_SKEW: i64 = 5;
 /// Follows envroll's rollout of this workload, if one is in flight, and reports its outcome.
 /// Says whether it is still in progress.
 pub(super) async fn follow<W: Workload>(
-    workload: &W,
+    observed: &Observed<W>,
     key: &WorkloadKey,
     context: &Context,
 ) -> bool {
+    let workload = &observed.workload;
     let Some(in_flight) = context
         .state()
         .memos
@@ -46,6 +47,14 @@ pub(super) async fn follow<W: Workload>(
     else {
         return false;
     };
+    if observed.template_fingerprint != in_flight.template {
+        // Someone edited the template since: theirs is the rollout now, and its pods read the
+        // config of their start. Waiting for it would hold envroll's next change for as long as
+        // edits keep coming.
+        info!(workload = %key, "the pod template was edited during envroll's rollout: no longer followed");
+        context.state().memo(key).in_flight = None;
+        return false;
+    }
     let elapsed = in_flight.started.elapsed();
     let mut outcome = progress(&workload.rollout_status(), in_flight.generation, elapsed);
     if outcome == Progress::InProgress && pods_due(&in_flight) {
@@ -187,6 +196,7 @@ pub(super) fn admit<W: Workload>(
 pub(super) fn started(
     key: &WorkloadKey,
     generation: i64,
+    template: &str,
     changed: &[String],
     context: &Context,
 ) -> usize {
@@ -203,6 +213,7 @@ pub(super) fn started(
         generation,
         started: Instant::now(),
         started_unix,
+        template: template.to_string(),
         changed: changed.to_vec(),
         carried,
         pods_checked: None,

@@ -405,6 +405,7 @@ fn a_deleted_immutable_volume_blocks_until_it_is_recreated_then_rolls_out() {
     let immutable = SourceMeta {
         ignore: false,
         immutable: true,
+        ..SourceMeta::default()
     };
     let known = analyse_deployment(&[("envroll.dev/auto", "true")], IMMUTABLE_VOLUME, |_, _| {
         Some(immutable)
