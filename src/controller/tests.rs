@@ -12,6 +12,7 @@ use kube::client::Body;
 use kube::Client;
 use tokio::sync::{watch, Notify};
 
+use super::context::workload_key;
 use super::reconcile::read_unknown_secrets;
 use super::*;
 use crate::analysis::SourceKind;
@@ -64,9 +65,13 @@ where
 }
 
 fn context(client: Client) -> Arc<Context> {
+    context_in(client, false)
+}
+
+fn context_in(client: Client, dry_run: bool) -> Arc<Context> {
     let settings = Settings {
         scope: Scope::Namespaces(vec!["shop".into()]),
-        dry_run: false,
+        dry_run,
         debounce: Debounce::with_default_max_wait(Duration::ZERO),
         concurrency: 1,
         budget: Budget::per_hour(0),
@@ -295,32 +300,39 @@ struct Recorder {
 
 impl Recorder {
     fn context(&self) -> Arc<Context> {
+        self.context_in(false)
+    }
+
+    fn context_in(&self, dry_run: bool) -> Arc<Context> {
         let recorder = self.clone();
-        context(client(move |request: Request<Body>| {
-            let recorder = recorder.clone();
-            async move {
-                let method = request.method().to_string();
-                let path = request.uri().path().to_string();
-                let body = request.into_body().collect_bytes().await.expect("a body");
-                let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-                recorder
-                    .requests
-                    .lock()
-                    .unwrap()
-                    .push((method.clone(), path, body.clone()));
-                if method != "PATCH" {
-                    // Events are answered as created: what was sent is what the test checks.
-                    return respond(StatusCode::CREATED, &body.to_string());
+        context_in(
+            client(move |request: Request<Body>| {
+                let recorder = recorder.clone();
+                async move {
+                    let method = request.method().to_string();
+                    let path = request.uri().path().to_string();
+                    let body = request.into_body().collect_bytes().await.expect("a body");
+                    let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                    recorder
+                        .requests
+                        .lock()
+                        .unwrap()
+                        .push((method.clone(), path, body.clone()));
+                    if method != "PATCH" {
+                        // Events are answered as created: what was sent is what the test checks.
+                        return respond(StatusCode::CREATED, &body.to_string());
+                    }
+                    let (version, generation) = recorder.patched.lock().unwrap().clone();
+                    let deployment = serde_json::json!({
+                        "apiVersion": "apps/v1", "kind": "Deployment",
+                        "metadata": {"name": "web", "namespace": "shop", "resourceVersion": version,
+                                     "generation": generation},
+                    });
+                    respond(StatusCode::OK, &deployment.to_string())
                 }
-                let (version, generation) = recorder.patched.lock().unwrap().clone();
-                let deployment = serde_json::json!({
-                    "apiVersion": "apps/v1", "kind": "Deployment",
-                    "metadata": {"name": "web", "namespace": "shop", "resourceVersion": version,
-                                 "generation": generation},
-                });
-                respond(StatusCode::OK, &deployment.to_string())
-            }
-        }))
+            }),
+            dry_run,
+        )
     }
 
     fn will_patch_to(&self, resource_version: &str, generation: i64) {
@@ -547,4 +559,39 @@ async fn a_users_template_edit_ends_the_hold_on_envrolls_rollout() {
         vec![false, true, true],
         "not held behind the user's rollout"
     );
+}
+
+#[tokio::test]
+async fn in_a_dry_run_another_tools_template_patch_does_not_carry_the_change() {
+    // Beside Reloader: the config changes at 30, Reloader patches the template at 40. envroll
+    // decides what it would do itself, so it reports the rollout it would make.
+    let api = Recorder::default();
+    let context = api.context_in(true);
+    store_config_map(&context, "env", "10", "1");
+    store_config_map(&context, "other", "11", "1");
+    let adopted = web("20", None);
+    let key = workload_key(&adopted.workload);
+    context
+        .state()
+        .edits
+        .observe(&key, &adopted.template_fingerprint, Some(20), false);
+    reconcile::reconcile(adopted, context.clone())
+        .await
+        .expect("adopted");
+    store_config_map(&context, "env", "30", "2");
+    let mut patched = web_json("40", None);
+    patched["spec"]["template"]["metadata"]["annotations"] =
+        serde_json::json!({"reloader.stakater.com/last-reloaded-from": "env"});
+    let patched = observed(patched);
+    context
+        .state()
+        .edits
+        .observe(&key, &patched.template_fingerprint, Some(40), true);
+    reconcile::reconcile(patched, context.clone())
+        .await
+        .expect("decided");
+    let would = api.events("DryRunRollout");
+    assert_eq!(would.len(), 1, "{would:?}");
+    assert!(would[0].contains("ConfigMap env changed"), "{would:?}");
+    assert!(api.patches().is_empty(), "a dry run never patches");
 }
