@@ -1,28 +1,8 @@
 //! `envroll explain` on manifest files, run as the binary a user runs (no cluster needed).
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+mod cli_support;
 
-fn envroll(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_envroll"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("envroll starts");
-    let mut input = child.stdin.take().expect("stdin");
-    input
-        .write_all(stdin.unwrap_or_default().as_bytes())
-        .expect("write stdin");
-    drop(input);
-    child.wait_with_output().expect("envroll finishes")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).to_string()
-}
+use cli_support::{envroll, envroll_env, text};
 
 #[test]
 fn the_examples_explain_as_a_table() {
@@ -86,26 +66,6 @@ fn malformed_input_names_the_file_and_document_and_exits_2() {
     let output = envroll(&["explain", "-f", "does-not-exist.yaml"], None);
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output.stderr).contains("does-not-exist.yaml: cannot read"));
-}
-
-/// Like `envroll`, with environment variables set.
-fn envroll_env(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_envroll"))
-        .args(args)
-        .env_remove("ENVROLL_RELOADER_ANNOTATIONS")
-        .envs(env.iter().copied())
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("envroll starts");
-    let mut input = child.stdin.take().expect("stdin");
-    input
-        .write_all(stdin.unwrap_or_default().as_bytes())
-        .expect("write stdin");
-    drop(input);
-    child.wait_with_output().expect("envroll finishes")
 }
 
 #[test]

@@ -1,36 +1,17 @@
 //! `envroll impact --from OLD --to NEW`, run as the binary a pipeline runs (no cluster needed):
 //! its output, its JSON shape and its exit codes are a contract.
 
-use std::io::Write;
+mod cli_support;
+
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+
+use cli_support::{envroll, text};
 
 /// Nothing would roll out because of config.
 const NO_ROLLOUT: i32 = 0;
 const ERROR: i32 = 1;
 /// At least one workload would roll out because of config.
 const ROLLOUT: i32 = 2;
-
-fn envroll(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_envroll"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("envroll starts");
-    let mut input = child.stdin.take().expect("stdin");
-    input
-        .write_all(stdin.unwrap_or_default().as_bytes())
-        .expect("write stdin");
-    drop(input);
-    child.wait_with_output().expect("envroll finishes")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).to_string()
-}
 
 /// A directory of its own for one test's manifests, removed when the test ends.
 struct Files(PathBuf);
