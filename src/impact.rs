@@ -16,7 +16,7 @@ use crate::analysis::{
     Keys, SourceAnalysis, SourceKind, SourceMeta, WorkloadAnalysis, WorkloadKind,
 };
 use crate::explain::{describe_keys, write_table};
-use crate::hash::{source_label, MissingRequired, SourceDigests};
+use crate::hash::{source_label, KeyDigests, MissingRequired, SourceDigests};
 use crate::manifests::{ManifestWorkload, Manifests};
 use crate::policy;
 use crate::rollout::{decide, Decision, Plan, PodsStartedAfter, RebaselineCause, Template};
@@ -221,7 +221,7 @@ pub fn compare(old: &Manifests, new: &Manifests) -> ImpactReport {
 
 /// Data of a source that neither input holds.
 static OUTSIDE: SourceDigests = SourceDigests {
-    keys: BTreeMap::new(),
+    keys: KeyDigests::new(),
 };
 
 /// What one input says of a source, in the terms of the operator's store. Known, with its
@@ -364,10 +364,10 @@ fn workload_impact(
 fn differing_keys(before: &SourceDigests, after: &SourceDigests) -> BTreeSet<String> {
     before
         .keys
-        .keys()
-        .chain(after.keys.keys())
-        .filter(|key| before.keys.get(*key) != after.keys.get(*key))
-        .cloned()
+        .names()
+        .chain(after.keys.names())
+        .filter(|key| before.keys.get(key) != after.keys.get(key))
+        .map(str::to_string)
         .collect()
 }
 

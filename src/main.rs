@@ -22,6 +22,10 @@ use envroll::migration::{self, cluster::Selection};
 use envroll::notify::{Notifier, NotifySettings};
 use envroll::{server, status, telemetry};
 
+#[cfg(feature = "heap-profile")]
+#[global_allocator]
+static ALLOCATOR: dhat::Alloc = dhat::Alloc;
+
 /// Bad input (unreadable files, malformed manifests, bad arguments) exits with 2, like kubectl.
 const EXIT_BAD_INPUT: u8 = 2;
 
@@ -48,6 +52,8 @@ async fn main() -> ExitCode {
 
 async fn run(args: RunArgs) -> ExitCode {
     telemetry::init(args.log_format);
+    #[cfg(feature = "heap-profile")]
+    let _profiler = dhat::Profiler::new_heap();
     let scope = match args.scope() {
         Ok(scope) => scope,
         Err(problem) => {

@@ -375,7 +375,7 @@ pub fn compare_manifests(manifests: &Manifests) -> MigrationReport {
                 let key = crate::store::SourceKey::new(kind, &namespace, name);
                 manifests.source(&key).map(|source| KnownSource {
                     meta: source.meta,
-                    keys: Some(source.digests.keys.keys().cloned().collect()),
+                    keys: Some(source.digests.keys.names().map(str::to_string).collect()),
                 })
             };
             let names_of = |kind: SourceKind| {

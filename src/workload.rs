@@ -21,6 +21,10 @@ use crate::fingerprint::template_fingerprint;
 use crate::lifecycle::RolloutStatus;
 use crate::policy;
 
+mod cached;
+
+pub use cached::Cached;
+
 pub trait Workload:
     Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
     + Clone
@@ -34,6 +38,8 @@ pub trait Workload:
     const KIND: WorkloadKind;
 
     fn template(&self) -> Option<&PodTemplateSpec>;
+
+    fn template_mut(&mut self) -> Option<&mut PodTemplateSpec>;
 
     /// The update strategy type as written, when the workload sets one.
     fn strategy_type(&self) -> Option<&str>;
@@ -70,6 +76,10 @@ impl Workload for Deployment {
 
     fn template(&self) -> Option<&PodTemplateSpec> {
         self.spec.as_ref().map(|spec| &spec.template)
+    }
+
+    fn template_mut(&mut self) -> Option<&mut PodTemplateSpec> {
+        self.spec.as_mut().map(|spec| &mut spec.template)
     }
 
     fn strategy_type(&self) -> Option<&str> {
@@ -109,6 +119,10 @@ impl Workload for StatefulSet {
 
     fn template(&self) -> Option<&PodTemplateSpec> {
         self.spec.as_ref().map(|spec| &spec.template)
+    }
+
+    fn template_mut(&mut self) -> Option<&mut PodTemplateSpec> {
+        self.spec.as_mut().map(|spec| &mut spec.template)
     }
 
     fn strategy_type(&self) -> Option<&str> {
@@ -157,6 +171,10 @@ impl Workload for DaemonSet {
 
     fn template(&self) -> Option<&PodTemplateSpec> {
         self.spec.as_ref().map(|spec| &spec.template)
+    }
+
+    fn template_mut(&mut self) -> Option<&mut PodTemplateSpec> {
+        self.spec.as_mut().map(|spec| &mut spec.template)
     }
 
     fn strategy_type(&self) -> Option<&str> {

@@ -22,7 +22,7 @@ use crate::rollout::{
     decide, patch_body, Applied, Decision, Plan, PodsStartedAfter, RebaselineCause, Template,
 };
 use crate::store::{revision, secret_record, Data, SourceKey, WorkloadKey};
-use crate::workload::{analyse_workload_with, Observed, Workload};
+use crate::workload::{Cached, Workload};
 
 /// Level-triggered safety net: every workload is decided again this often even without events.
 const RESYNC: Duration = Duration::from_secs(600);
@@ -56,10 +56,10 @@ impl Error {
 }
 
 pub(super) async fn reconcile<W: Workload>(
-    observed: Arc<Observed<W>>,
+    observed: Arc<Cached<W>>,
     context: Arc<Context>,
 ) -> Result<Action, Error> {
-    let workload = &observed.workload;
+    let workload = observed.workload();
     let key = workload_key(workload);
     // Before the debounce: a rollout's outcome is reported when it happens, changes or not.
     let in_progress = tracking::follow(&observed, &key, &context).await;
@@ -71,7 +71,7 @@ pub(super) async fn reconcile<W: Workload>(
         }));
     }
     let started = Instant::now();
-    let first_look = analyse_and_index(workload, &key, &context);
+    let first_look = analyse_and_index(&observed, &key, &context);
     if first_look.managed {
         read_unknown_secrets(&first_look, &context).await;
     }
@@ -139,13 +139,13 @@ pub(super) async fn reconcile<W: Workload>(
 /// Analyses the workload with what is known now and indexes its sources, before any Secret is
 /// read: a change to one of them meanwhile then triggers this workload instead of being missed.
 fn analyse_and_index<W: Workload>(
-    workload: &W,
+    observed: &Cached<W>,
     key: &WorkloadKey,
     context: &Context,
 ) -> WorkloadAnalysis {
     let mut state = context.state();
     let namespace = key.namespace.clone();
-    let analysis = analyse_workload_with(workload, context.settings().dialects, |kind, name| {
+    let analysis = observed.analyse_with(context.settings().dialects, |kind, name| {
         state.store.meta(&SourceKey::new(kind, &namespace, name))
     });
     state.index.set(key, &analysis);
@@ -250,11 +250,11 @@ fn fetch_error_reason(problem: &kube::Error) -> &'static str {
 
 /// Everything the decision needs, taken under one lock, and the decision.
 fn look<W: Workload>(
-    observed: &Observed<W>,
+    observed: &Cached<W>,
     key: &WorkloadKey,
     context: &Context,
 ) -> (WorkloadAnalysis, Decision, Vec<Warning>) {
-    let workload = &observed.workload;
+    let workload = observed.workload();
     let mut warnings: Vec<Warning> = Vec::new();
     let baseline = if context.settings().dry_run {
         let state = context.state();
@@ -271,7 +271,7 @@ fn look<W: Workload>(
     let mut state = context.state();
     let namespace = key.namespace.clone();
     let store = &state.store;
-    let analysis = analyse_workload_with(workload, context.settings().dialects, |kind, name| {
+    let analysis = observed.analyse_with(context.settings().dialects, |kind, name| {
         store.meta(&SourceKey::new(kind, &namespace, name))
     });
     warnings.extend(

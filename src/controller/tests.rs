@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::rollout::{decide, Decision, PodsStartedAfter, Template};
 use crate::store::{config_map_record, secret_metadata_record, SourceKey};
 use crate::test_support::analyse_deployment;
-use crate::workload::Observed;
+use crate::workload::Cached;
 
 #[test]
 fn backoff_doubles_up_to_its_cap() {
@@ -272,11 +272,11 @@ fn web_json(resource_version: &str, applied: Option<&str>) -> serde_json::Value 
     })
 }
 
-fn observed(deployment: serde_json::Value) -> Arc<Observed<Deployment>> {
+fn observed(deployment: serde_json::Value) -> Arc<Cached<Deployment>> {
     Arc::new(serde_json::from_value(deployment).expect("a Deployment"))
 }
 
-fn web(resource_version: &str, applied: Option<&str>) -> Arc<Observed<Deployment>> {
+fn web(resource_version: &str, applied: Option<&str>) -> Arc<Cached<Deployment>> {
     observed(web_json(resource_version, applied))
 }
 
@@ -570,7 +570,7 @@ async fn in_a_dry_run_another_tools_template_patch_does_not_carry_the_change() {
     store_config_map(&context, "env", "10", "1");
     store_config_map(&context, "other", "11", "1");
     let adopted = web("20", None);
-    let key = workload_key(&adopted.workload);
+    let key = workload_key(adopted.workload());
     context
         .state()
         .edits

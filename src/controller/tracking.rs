@@ -19,7 +19,7 @@ use crate::analysis::WorkloadAnalysis;
 use crate::lifecycle::{failing_reason, gate, progress, Budget, Gate, Progress};
 use crate::notify::RolloutEvent;
 use crate::store::WorkloadKey;
-use crate::workload::{Observed, Workload};
+use crate::workload::{Cached, Workload};
 
 /// How often a rollout in progress is looked at. Status changes do not trigger reconciles (they
 /// would push the debounce back), so the controller comes back on its own; it reads its cache.
@@ -34,11 +34,11 @@ const CLOCK_SKEW: i64 = 5;
 /// Follows envroll's rollout of this workload, if one is in flight, and reports its outcome.
 /// Says whether it is still in progress.
 pub(super) async fn follow<W: Workload>(
-    observed: &Observed<W>,
+    observed: &Cached<W>,
     key: &WorkloadKey,
     context: &Context,
 ) -> bool {
-    let workload = &observed.workload;
+    let workload = observed.workload();
     let Some(in_flight) = context
         .state()
         .memos

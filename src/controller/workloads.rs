@@ -21,7 +21,7 @@ use super::context::workload_key;
 use super::reconcile::{reconcile, Error};
 use super::{api_for, backoff, Context, LIST_PAGE_SIZE};
 use crate::store::{revision, WorkloadKey};
-use crate::workload::{Observed, Workload};
+use crate::workload::{Cached, Workload};
 
 /// The first retry of a failed patch; later ones double, up to the cap.
 const PATCH_RETRY: Duration = Duration::from_secs(1);
@@ -52,15 +52,15 @@ async fn run<W: Workload>(
     listed: oneshot::Sender<()>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let (reader, writer) = reflector::store::<Observed<W>>();
+    let (reader, writer) = reflector::store::<Cached<W>>();
     let triggers = context.open_triggers(W::KIND, namespace.clone());
-    let api = api_for::<Observed<W>>(context.client(), &namespace);
+    let api = api_for::<Cached<W>>(context.client(), &namespace);
     let observer = context.clone();
     let touched = context.clone();
     let mut listed = Some(listed);
     let workloads = watcher(api, watcher::Config::default().page_size(LIST_PAGE_SIZE))
         .default_backoff()
-        .modify(|observed: &mut Observed<W>| forget_unused_fields(&mut observed.workload))
+        .modify(|cached: &mut Cached<W>| forget_unused_fields(cached.workload_mut()))
         .inspect(move |event| {
             if matches!(event, Ok(watcher::Event::InitDone)) {
                 if let Some(listed) = listed.take() {
@@ -71,14 +71,14 @@ async fn run<W: Workload>(
         })
         .reflect(writer)
         .applied_objects()
-        .predicate_filter(relevant_change::<Observed<W>>, PredicateConfig::default())
+        .predicate_filter(relevant_change::<Cached<W>>, PredicateConfig::default())
         .inspect(move |workload| {
             if let Ok(observed) = workload {
-                touched.workload_changed(&workload_key(&observed.workload));
+                touched.workload_changed(&workload_key(observed.workload()));
             }
         });
     let requests = triggers
-        .map(|key: WorkloadKey| ObjectRef::<Observed<W>>::new(&key.name).within(&key.namespace));
+        .map(|key: WorkloadKey| ObjectRef::<Cached<W>>::new(&key.name).within(&key.namespace));
     // The debounce is envroll's own (`debounce::Pending`): kube-runtime's has no maximum wait.
     let config = controller::Config::default().concurrency(context.settings().concurrency);
     let on_result = context.clone();
@@ -106,13 +106,13 @@ async fn run<W: Workload>(
 /// Feeds the template-edit bookkeeping, forgets deleted workloads, and reports watch errors.
 fn observe<W: Workload>(
     context: &Context,
-    event: &Result<watcher::Event<Observed<W>>, watcher::Error>,
+    event: &Result<watcher::Event<Cached<W>>, watcher::Error>,
 ) {
     let (observed, watched) = match event {
         Ok(watcher::Event::Apply(observed)) => (observed, true),
         Ok(watcher::Event::InitApply(observed)) => (observed, false),
         Ok(watcher::Event::Delete(observed)) => {
-            context.forget(&workload_key(&observed.workload));
+            context.forget(&workload_key(observed.workload()));
             return;
         }
         Ok(watcher::Event::Init | watcher::Event::InitDone) => return,
@@ -124,9 +124,9 @@ fn observe<W: Workload>(
     };
     context.metrics().watch_event(W::KIND.as_str());
     context.state().edits.observe(
-        &workload_key(&observed.workload),
+        &workload_key(observed.workload()),
         &observed.template_fingerprint,
-        revision(observed.workload.meta().resource_version.as_deref()),
+        revision(observed.workload().meta().resource_version.as_deref()),
         watched,
     );
 }
@@ -154,11 +154,11 @@ fn relevant_change<K: Resource>(workload: &K) -> Option<u64> {
 }
 
 fn error_policy<W: Workload>(
-    observed: Arc<Observed<W>>,
+    observed: Arc<Cached<W>>,
     error: &Error,
     context: Arc<Context>,
 ) -> Action {
-    let workload = workload_key(&observed.workload);
+    let workload = workload_key(observed.workload());
     context.metrics().reconcile_error(error.metric_label());
     let failures = context.state().memo(&workload).patch_failures;
     let delay = backoff(PATCH_RETRY, PATCH_RETRY_CAP, failures);

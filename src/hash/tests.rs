@@ -355,3 +355,49 @@ proptest! {
         prop_assert_eq!(before != after, change == 0);
     }
 }
+
+fn digest_of(byte: u8) -> KeyDigest {
+    [byte; 32]
+}
+
+#[test]
+fn key_digests_are_sorted_and_the_last_value_of_a_key_wins() {
+    let keys: KeyDigests = [
+        ("b", Section::Data, digest_of(1)),
+        ("a", Section::BinaryData, digest_of(2)),
+        ("b", Section::BinaryData, digest_of(3)),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys.names().collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(keys.get("b"), Some((Section::BinaryData, &digest_of(3))));
+    assert_eq!(keys.get("a"), Some((Section::BinaryData, &digest_of(2))));
+    assert_eq!(keys.get("c"), None);
+    assert!(KeyDigests::new().is_empty());
+}
+
+proptest! {
+    #[test]
+    fn key_digests_answer_as_a_map_collected_from_the_same_entries(
+        entries in proptest::collection::vec(("[a-d]{1,2}", any::<bool>(), any::<u8>()), 0..12),
+        probe in "[a-d]{1,2}",
+    ) {
+        let section = |binary: bool| if binary { Section::BinaryData } else { Section::Data };
+        let model: BTreeMap<String, (Section, KeyDigest)> = entries
+            .iter()
+            .map(|(key, binary, byte)| (key.clone(), (section(*binary), digest_of(*byte))))
+            .collect();
+        let keys: KeyDigests = entries
+            .iter()
+            .map(|(key, binary, byte)| (key.as_str(), section(*binary), digest_of(*byte)))
+            .collect();
+        prop_assert_eq!(keys.len(), model.len());
+        let listed: Vec<(String, Section, KeyDigest)> =
+            keys.iter().map(|(key, section, digest)| (key.to_string(), section, *digest)).collect();
+        let expected: Vec<(String, Section, KeyDigest)> =
+            model.iter().map(|(key, (section, digest))| (key.clone(), *section, *digest)).collect();
+        prop_assert_eq!(listed, expected);
+        prop_assert_eq!(keys.get(&probe), model.get(&probe).map(|(section, digest)| (*section, digest)));
+    }
+}

@@ -51,7 +51,7 @@ fn key(kind: SourceKind, name: &str) -> SourceKey {
 fn records_keep_digests_not_values() {
     let (key, record) = config_map_record(&config_map("app", "1", &[("LEVEL", "debug")]));
     assert_eq!(key, SourceKey::new(SourceKind::ConfigMap, "shop", "app"));
-    let (section, digest) = record.digests().unwrap().keys["LEVEL"];
+    let (section, digest) = record.digests().unwrap().keys.get("LEVEL").unwrap();
     assert_eq!(section, Section::Data);
     assert_ne!(digest.as_slice(), b"debug");
 }
