@@ -1,6 +1,5 @@
 //! One small trait over the three workload kinds envroll rolls out.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::OnceLock;
@@ -8,7 +7,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -20,6 +19,47 @@ use crate::analysis::{
 use crate::fingerprint::template_fingerprint;
 use crate::lifecycle::RolloutStatus;
 use crate::policy;
+
+/// `Resource` for a wrapper that holds a workload `W` in its `workload` field: it is read and
+/// written through the API as `W` is.
+macro_rules! workload_resource {
+    ($wrapper:ident) => {
+        impl<W: Workload> kube::Resource for $wrapper<W> {
+            type DynamicType = ();
+            type Scope = k8s_openapi::NamespaceResourceScope;
+
+            fn kind(dt: &()) -> std::borrow::Cow<'_, str> {
+                W::kind(dt)
+            }
+
+            fn group(dt: &()) -> std::borrow::Cow<'_, str> {
+                W::group(dt)
+            }
+
+            fn version(dt: &()) -> std::borrow::Cow<'_, str> {
+                W::version(dt)
+            }
+
+            fn api_version(dt: &()) -> std::borrow::Cow<'_, str> {
+                W::api_version(dt)
+            }
+
+            fn plural(dt: &()) -> std::borrow::Cow<'_, str> {
+                W::plural(dt)
+            }
+
+            fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                self.workload.meta()
+            }
+
+            fn meta_mut(
+                &mut self,
+            ) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                self.workload.meta_mut()
+            }
+        }
+    };
+}
 
 mod cached;
 
@@ -237,6 +277,19 @@ pub fn analyse_workload_with<W: Workload>(
 
 /// Runs `f` on the workload as the analysis sees it.
 pub fn with_input<W: Workload, R>(workload: &W, f: impl FnOnce(WorkloadInput<'_>) -> R) -> R {
+    with_template(
+        workload,
+        workload.template().unwrap_or_else(|| empty_template()),
+        f,
+    )
+}
+
+/// [`with_input`], with the pod template given apart from the workload.
+fn with_template<W: Workload, R>(
+    workload: &W,
+    template: &PodTemplateSpec,
+    f: impl FnOnce(WorkloadInput<'_>) -> R,
+) -> R {
     let namespace = namespace_or_default(workload.namespace());
     let annotations: &BTreeMap<String, String> = workload.annotations();
     f(WorkloadInput {
@@ -244,7 +297,7 @@ pub fn with_input<W: Workload, R>(workload: &W, f: impl FnOnce(WorkloadInput<'_>
         namespace: &namespace,
         name: &workload.name_any(),
         annotations,
-        template: workload.template().unwrap_or_else(|| empty_template()),
+        template,
     })
 }
 
@@ -279,35 +332,4 @@ impl<'de, W: Workload> serde::Deserialize<'de> for Observed<W> {
     }
 }
 
-impl<W: Workload> Resource for Observed<W> {
-    type DynamicType = ();
-    type Scope = k8s_openapi::NamespaceResourceScope;
-
-    fn kind(dt: &()) -> Cow<'_, str> {
-        W::kind(dt)
-    }
-
-    fn group(dt: &()) -> Cow<'_, str> {
-        W::group(dt)
-    }
-
-    fn version(dt: &()) -> Cow<'_, str> {
-        W::version(dt)
-    }
-
-    fn api_version(dt: &()) -> Cow<'_, str> {
-        W::api_version(dt)
-    }
-
-    fn plural(dt: &()) -> Cow<'_, str> {
-        W::plural(dt)
-    }
-
-    fn meta(&self) -> &ObjectMeta {
-        self.workload.meta()
-    }
-
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        self.workload.meta_mut()
-    }
-}
+workload_resource!(Observed);

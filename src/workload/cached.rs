@@ -5,16 +5,12 @@
 //! only what the analysis reads: each container's name, restart policy, env, envFrom and
 //! volume mounts, and the volumes that are ConfigMaps, Secrets or projections of them.
 
-use std::borrow::Cow;
-
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, EnvFromSource, EnvVar, PodSpec, ProjectedVolumeSource,
-    SecretVolumeSource, Volume, VolumeMount,
+    ConfigMapVolumeSource, Container, EnvFromSource, EnvVar, PodSpec, PodTemplateSpec,
+    ProjectedVolumeSource, SecretVolumeSource, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::Resource;
 
-use super::{with_input, Observed, Workload};
+use super::{with_input, with_template, Observed, Workload};
 use crate::analysis::{analyse_with, AnnotationDialects, SourceKind, SourceMeta, WorkloadAnalysis};
 
 /// The workload without its pod spec, which the analysis sees rebuilt from `consumed`.
@@ -57,11 +53,16 @@ impl<W: Workload> Cached<W> {
         dialects: AnnotationDialects,
         known: impl Fn(SourceKind, &str) -> Option<SourceMeta>,
     ) -> WorkloadAnalysis {
-        let mut workload = self.workload.clone();
-        if let Some(template) = workload.template_mut() {
-            template.spec = Some(self.consumed.to_pod_spec());
-        }
-        with_input(&workload, |input| analyse_with(input, dialects, known))
+        let Some(template) = self.workload.template() else {
+            return with_input(&self.workload, |input| analyse_with(input, dialects, known));
+        };
+        let template = PodTemplateSpec {
+            metadata: template.metadata.clone(),
+            spec: Some(self.consumed.to_pod_spec()),
+        };
+        with_template(&self.workload, &template, |input| {
+            analyse_with(input, dialects, known)
+        })
     }
 }
 
@@ -71,38 +72,7 @@ impl<'de, W: Workload> serde::Deserialize<'de> for Cached<W> {
     }
 }
 
-impl<W: Workload> Resource for Cached<W> {
-    type DynamicType = ();
-    type Scope = k8s_openapi::NamespaceResourceScope;
-
-    fn kind(dt: &()) -> Cow<'_, str> {
-        W::kind(dt)
-    }
-
-    fn group(dt: &()) -> Cow<'_, str> {
-        W::group(dt)
-    }
-
-    fn version(dt: &()) -> Cow<'_, str> {
-        W::version(dt)
-    }
-
-    fn api_version(dt: &()) -> Cow<'_, str> {
-        W::api_version(dt)
-    }
-
-    fn plural(dt: &()) -> Cow<'_, str> {
-        W::plural(dt)
-    }
-
-    fn meta(&self) -> &ObjectMeta {
-        self.workload.meta()
-    }
-
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        self.workload.meta_mut()
-    }
-}
+workload_resource!(Cached);
 
 /// What the analysis reads of a pod spec.
 #[derive(Clone, Debug, Default, PartialEq)]
