@@ -230,16 +230,9 @@ async fn explain_live(args: &ExplainArgs) -> ExitCode {
 }
 
 fn explain_files(args: &ExplainArgs) -> ExitCode {
-    let manifests = match read_paths(
-        &args.files,
-        args.namespace.as_deref(),
-        &mut std::io::stdin(),
-    ) {
+    let manifests = match read_explain_files(args) {
         Ok(manifests) => manifests,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(EXIT_BAD_INPUT);
-        }
+        Err(code) => return code,
     };
     print_notes(&manifests);
     let analyses = manifests.analyse();
@@ -248,6 +241,19 @@ fn explain_files(args: &ExplainArgs) -> ExitCode {
         OutputFormat::Json => println!("{}", render_json(&analyses)),
     }
     ExitCode::SUCCESS
+}
+
+/// The manifests `explain -f` names (`-` is stdin); unreadable or malformed input is bad input.
+fn read_explain_files(args: &ExplainArgs) -> Result<Manifests, ExitCode> {
+    read_paths(
+        &args.files,
+        args.namespace.as_deref(),
+        &mut std::io::stdin(),
+    )
+    .map_err(|error| {
+        eprintln!("error: {error}");
+        ExitCode::from(EXIT_BAD_INPUT)
+    })
 }
 
 /// `explain --reloader-annotations`: envroll's decisions with Reloader's annotations honoured,
@@ -288,16 +294,9 @@ async fn explain_reloader(args: &ExplainArgs) -> ExitCode {
             }
         }
     } else {
-        match read_paths(
-            &args.files,
-            args.namespace.as_deref(),
-            &mut std::io::stdin(),
-        ) {
+        match read_explain_files(args) {
             Ok(manifests) => manifests,
-            Err(error) => {
-                eprintln!("error: {error}");
-                return ExitCode::from(EXIT_BAD_INPUT);
-            }
+            Err(code) => return code,
         }
     };
     print_notes(&manifests);
